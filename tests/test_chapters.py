@@ -1,0 +1,85 @@
+"""Every chapter follows the template in CONTRIBUTING.md (checked statically here; the
+chapters themselves are executed by `pytest --nbval-lax chapters` and by the book build)."""
+import ast
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import build_glossary  # noqa: E402
+import new_chapter  # noqa: E402
+
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+BIB_KEYS = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "references.bib").read_text(encoding="utf-8"), re.M))
+
+
+def _source(nb, kind=None):
+    return "\n".join(c.source for c in nb.cells if kind is None or c.cell_type == kind)
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    listed = re.findall(r"file:\s*(chapters/\S+)", toc)
+    assert sorted(listed) == [f"chapters/{p.stem}" for p in CHAPTERS]
+
+
+def test_glossary_is_current_and_consistent():
+    text = build_glossary.build()  # raises if a term has two Chinese renderings
+    assert (ROOT / "glossary.md").read_text(encoding="utf-8") == text, "run python tools/build_glossary.py"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_template(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    md = _source(nb, "markdown")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert code[0].source == new_chapter.colab_cell_source(), "first code cell must be the Colab cell"
+    assert "setup(" in code[1].source, "second code cell must call lmcore.notebook.setup()"
+    for heading in ("## Learning goals", "## Key terms", "## Exercises"):
+        assert heading in md, f"missing section {heading!r}"
+    assert list(build_glossary.chapter_terms(path)), "Key terms table is empty"
+    assert re.search(r":class:\s*warning", md) and "Pitfall" in md, "no pitfall box"
+    assert re.search(r":class:\s*dropdown", md) or any("hide-cell" in c.metadata.get("tags", []) for c in code), \
+        "exercise solutions must be hidden behind a toggle"
+    assert "import plotly" in _source(nb, "code") or "lmcore.viz" in _source(nb, "code"), "no plotly figure"
+    assert "ipywidgets" in _source(nb, "code") or "explorer" in _source(nb, "code"), "no widget explorer"
+    assert any("assert " in c.source for c in code), "no cell asserts a number"
+    assert ".cuda()" not in _source(nb, "code")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_notebooks_are_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs before committing"
+    for c in nb.cells:
+        if c.cell_type == "code" and c.source.strip():
+            ast.parse("\n".join(l for l in c.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_shown_code_exists_in_lmcore(path):
+    """Every literalinclude points at a real file and a real object in it (so it cannot drift)."""
+    md = _source(nbformat.read(path, as_version=4), "markdown")
+    for target, options in re.findall(r"```\{literalinclude\}\s*(\S+)\s*\n((?::[^\n]*\n)*)", md):
+        file = (path.parent / target).resolve()
+        assert file.is_file(), f"{target} does not exist"
+        obj = re.search(r":pyobject:\s*(\S+)", options)
+        if obj and file.suffix == ".py":
+            module = importlib.import_module(".".join(file.relative_to(ROOT).with_suffix("").parts))
+            thing = module
+            for part in obj.group(1).split("."):
+                thing = getattr(thing, part)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_citations_exist(path):
+    md = _source(nbformat.read(path, as_version=4), "markdown")
+    for group in re.findall(r"\{cite(?::[pt])?\}`([^`]+)`", md):
+        for key in group.split(","):
+            assert key.strip() in BIB_KEYS, f"{key.strip()} is not in references.bib"

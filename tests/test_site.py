@@ -1,0 +1,189 @@
+"""The built website in a real browser with no network: Debian's chromium driven by Playwright.
+
+Every page of `_build/html` is served on 127.0.0.1 and opened with every other host blocked.
+Checks: no JavaScript errors; no blocked script or stylesheet (nothing from a CDN); every
+plotly figure drawn; clicking a slider (or dropdown) changes its figure; math typeset by the
+local MathJax; saved ipywidget state drawn; bertviz views drawn. Screenshots of every page
+go to `_build/screenshots/` (a build artefact).
+
+`make test` builds the site first and sets LMCORE_REQUIRE_SITE=1, so a missing site fails
+the run there; a bare `pytest` without a built site skips these tests.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = Path(os.environ.get("LMCORE_SITE_DIR", ROOT / "_build" / "html"))
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = os.environ.get("LMCORE_CHROMIUM", "/usr/bin/chromium")
+PAGES = sorted(
+    p.relative_to(SITE).as_posix()
+    for p in [*SITE.glob("*.html"), *SITE.glob("chapters/*.html")]
+    if p.name not in ("genindex.html", "search.html")
+) if SITE.is_dir() else []
+
+pytestmark = pytest.mark.browser
+
+if not (SITE / "index.html").exists():
+    if os.environ.get("LMCORE_REQUIRE_SITE") == "1":
+        raise RuntimeError(f"no built site at {SITE}: run `make book` first")
+    pytest.skip(f"no built site at {SITE} (run `make book`)", allow_module_level=True)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+def _benign(text: str) -> bool:
+    """Console errors that do not come from the book: a blocked request is checked
+    separately (see `blocked`); pydata-sphinx-theme logs its theme-mode reset as an error."""
+    return "Failed to load resource" in text or text.startswith("Got invalid theme mode")
+
+
+def open_page(browser, url):
+    """Open url with only 127.0.0.1 reachable; return (page, js_errors, blocked_requests)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors, blocked = [], []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console.error: {msg.text}")
+            if msg.type == "error" and not _benign(msg.text) else None)
+
+    def route(r):
+        host = urlparse(r.request.url).hostname
+        if host in ("127.0.0.1", "localhost") or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            blocked.append((r.request.resource_type, r.request.url))
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(url, wait_until="load", timeout=60_000)
+    page.wait_for_timeout(300)  # deferred scripts (MathJax, widget manager) start after load
+    return page, errors, blocked
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_works_offline(browser, base_url, name):
+    page, errors, blocked = open_page(browser, base_url + name)
+    try:
+        html = page.content()
+        # Plotly: every figure drawn by the locally served plotly.js.
+        n_plots = page.locator("div.plotly-graph-div").count()
+        if n_plots:
+            page.wait_for_function(
+                "n => document.querySelectorAll('div.plotly-graph-div .main-svg').length >= n",
+                arg=n_plots, timeout=30_000)
+        # Math: MathJax (served locally) typeset every math element.
+        n_math = page.locator(".math").count()
+        if n_math:
+            page.wait_for_function(
+                "() => document.querySelectorAll('mjx-container').length > 0", timeout=30_000)
+            assert page.locator("mjx-container").count() >= 1
+            assert page.locator("mjx-merror").count() == 0, "MathJax reported a TeX error"
+        # Widgets: the saved ipywidget state is drawn by the local html-manager.
+        if "application/vnd.jupyter.widget-view+json" in html:
+            page.wait_for_function(
+                "() => document.querySelectorAll('.jupyter-widgets, .widget-inline-hbox, .widget-vbox').length > 0",
+                timeout=30_000)
+        # bertviz: its views draw SVG into their container.
+        if 'id="bertviz' in html:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[id^=bertviz]')].some(e => e.querySelector('svg'))",
+                timeout=30_000)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / (name.replace("/", "__") + ".png")), full_page=True)
+        bad = [(kind, url) for kind, url in blocked if kind in ("script", "stylesheet", "xhr", "fetch")]
+        assert not bad, f"{name} asks the network for: {bad}"
+        assert not errors, f"{name} JavaScript errors: {errors}"
+    finally:
+        page.context.close()
+
+
+def _figure_state(page, index):
+    """A fingerprint of what figure `index` shows: trace visibility, some data, titles."""
+    return page.evaluate(
+        """i => { const gd = document.querySelectorAll('div.plotly-graph-div')[i];
+                  const head = a => a ? Array.from(a).slice(0, 6).map(v => (v && v.length !== undefined && typeof v !== 'string') ? Array.from(v).slice(0, 6) : v) : null;
+                  return JSON.stringify([gd.data.map(t => [t.visible, head(t.x), head(t.y), head(t.z)]),
+                                         gd.layout.title, gd.layout.annotations,
+                                         gd.layout.xaxis && gd.layout.xaxis.range, gd.layout.yaxis && gd.layout.yaxis.range]); }""",
+        index)
+
+
+def _pages_with(marker):
+    return [name for name in PAGES if marker in (SITE / name).read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("name", _pages_with("plotly-graph-div"))
+def test_every_chapter_plot_with_a_control_reacts(browser, base_url, name):
+    """On each page with plotly figures, clicking a slider step or dropdown item changes a figure."""
+    page, errors, _ = open_page(browser, base_url + name)
+    try:
+        n = page.locator("div.plotly-graph-div").count()
+        page.wait_for_function(
+            "n => document.querySelectorAll('div.plotly-graph-div .main-svg').length >= n", arg=n, timeout=30_000)
+        controlled = page.evaluate(
+            """() => [...document.querySelectorAll('div.plotly-graph-div')].map((gd, i) =>
+                   [i, (gd.layout.sliders || []).length, (gd.layout.updatemenus || []).length])""")
+        with_control = [c for c in controlled if c[1] or c[2]]
+        if not name.startswith("chapters/"):
+            pytest.skip("not a chapter")
+        assert with_control, f"{name}: no plotly figure has a slider or dropdown"
+        index, n_sliders, _ = with_control[0]
+        gd = page.locator("div.plotly-graph-div").nth(index)
+        gd.scroll_into_view_if_needed()
+        before = _figure_state(page, index)
+        if n_sliders:
+            steps = gd.locator("g.slider-container g.slider-step-label, g.slider-container .slider-label")
+            rail = gd.locator("g.slider-container rect.slider-rail-rect")
+            box = rail.first.bounding_box()
+            assert box, "slider rail not drawn"
+            page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+        else:
+            gd.locator("g.updatemenu-header-group").first.click()
+            buttons = gd.locator("g.updatemenu-dropdown-button-group g.updatemenu-button")
+            if buttons.count() == 0:  # buttons-type menu: items are shown already
+                buttons = gd.locator("g.updatemenu-button")
+            buttons.nth(buttons.count() - 1).click()
+        page.wait_for_timeout(700)
+        after = _figure_state(page, index)
+        assert after != before, f"{name}: figure {index} did not change after clicking its control"
+        assert not errors, errors
+    finally:
+        page.context.close()
