@@ -45,7 +45,8 @@ unit: env
 # Everything: unit tests, every chapter from a fresh kernel (nbval, asserts in cells), and
 # the built site in headless Debian chromium with no network (screenshots: _build/screenshots).
 test: book
-	LMCORE_REQUIRE_SITE=1 $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadscope \
+	# One BLAS thread per worker: two workers share the 2 cores instead of fighting over them.
+	OMP_NUM_THREADS=1 LMCORE_REQUIRE_SITE=1 $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadscope \
 	    --nbval-lax --durations=15 tests chapters
 
 serve:

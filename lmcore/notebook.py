@@ -76,6 +76,8 @@ def glue(name: str, value, display: bool = False):
     Outside the book build (Colab, plain Jupyter) myst-nb may be missing; then this only
     returns the value, so the chapter still runs.
     """
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # NumPy/torch scalars -> Python numbers, which myst-nb can format
     try:
         from myst_nb import glue as _glue
     except ImportError:
