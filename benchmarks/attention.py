@@ -1,0 +1,79 @@
+"""Attention speed: lmcore's weights-returning path vs PyTorch's fused kernel, and the explorer.
+
+    python benchmarks/attention.py      -> one JSON line
+
+scratch_ms: forward + backward of lmcore.attention.scaled_dot_product_attention (the path
+that also returns the (B, H, T, S) weights); sdpa_ms: the same for
+torch.nn.functional.scaled_dot_product_attention; both at batch 8, heads 4, seq 256, d 32,
+float32, interleaved repetitions after a warm-up, medians. explorer_ms: median recompute
+time of lmcore.viz.AttentionExplorer for a 32-token sentence (a 2-layer, 4-head toy model).
+Not a timed test: numbers depend on the machine and its load.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from lmcore.attention import MultiHeadAttention, scaled_dot_product_attention  # noqa: E402
+from lmcore.viz import attention_explorer  # noqa: E402
+
+
+def attention_times(B=8, H=4, T=256, d=32, reps=25):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, T, d, generator=g, requires_grad=True) for _ in range(3))
+    grad = torch.randn(B, H, T, d, generator=g)
+
+    def scratch():
+        out, _ = scaled_dot_product_attention(q, k, v)
+        out.backward(grad)
+
+    def sdpa():
+        F.scaled_dot_product_attention(q, k, v).backward(grad)
+
+    runs = {"scratch": (scratch, []), "sdpa": (sdpa, [])}
+    for _ in range(3):                                   # warm-up
+        scratch(), sdpa()
+    for _ in range(reps):                                # interleaved: same load for both
+        for fn, times in runs.values():
+            q.grad = k.grad = v.grad = None
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return {name: statistics.median(times) * 1e3 for name, (fn, times) in runs.items()}
+
+
+def explorer_time(reps=15):
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(1000, 64)
+    layers = [MultiHeadAttention(64, 4).eval() for _ in range(2)]
+
+    def attend(tokens, causal, scale):
+        x = embed(torch.tensor([sum(map(ord, t)) % 1000 for t in tokens]))[None]
+        weights = []
+        for mha in layers:
+            y, w = mha(x, is_causal=causal, need_weights=True)
+            x = x + y
+            weights.append(w)
+        return weights
+
+    explorer = attention_explorer(attend, " ".join(f"token{i}" for i in range(32)))
+    times = []
+    for i in range(reps):
+        explorer.causal.value = bool(i % 2)              # each change triggers a recompute
+        times.append(explorer.last_ms)
+    assert explorer.weights.shape == (2, 4, 32, 32)
+    return statistics.median(times)
+
+
+if __name__ == "__main__":
+    t = attention_times()
+    result = {"scratch_ms": round(t["scratch"], 2), "sdpa_ms": round(t["sdpa"], 2),
+              "ratio": round(t["scratch"] / t["sdpa"], 2), "explorer_ms": round(explorer_time(), 2),
+              "shape": "B8 H4 T256 d32 fwd+bwd float32", "threads": torch.get_num_threads(),
+              "loadavg_1min": round(os.getloadavg()[0], 2)}
+    print(json.dumps(result))

@@ -1,0 +1,276 @@
+"""Pictures of attention weights: plotly (web), matplotlib (print), a widget, bertviz.
+
+Weights are accepted as (layers, heads, T, S), as a list per layer of (heads, T, S) or
+(batch, heads, T, S) tensors (lmcore / Hugging Face ``output_attentions``), or (T, S).
+Token strings are escaped before they reach any HTML or JavaScript.
+"""
+from __future__ import annotations
+
+import html
+import re
+import time
+
+import numpy as np
+import torch
+
+from .notebook import building_book
+
+CDN_TO_LOCAL = {
+    "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.6/require.min.js": "../_static/vendor/require.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/d3/5.7.0/d3.min": "../_static/vendor/d3.min",
+    "https://cdnjs.cloudflare.com/ajax/libs/jquery/2.0.0/jquery.min": "../_static/vendor/jquery.min",
+}
+
+
+def as_layers(weights, batch=0) -> np.ndarray:
+    """Any accepted layout -> float numpy (layers, heads, T, S).
+
+    A list/tuple per layer may hold (heads, T, S) or (batch, heads, T, S) tensors; for the
+    latter, ``batch`` picks the sequence.
+    """
+    if isinstance(weights, (list, tuple)):
+        if not weights:
+            raise ValueError("weights is an empty list; expected one (heads, T, S) tensor per layer")
+        layers = []
+        for w in weights:
+            w = as_layers(w)
+            if w.shape[0] > 1:  # this layer's tensor was (batch, heads, T, S)
+                if not 0 <= batch < w.shape[0]:
+                    raise ValueError(f"batch={batch} out of range for per-layer weights {w.shape}")
+            layers.append(w[batch] if w.shape[0] > 1 else w[0])
+        if len({w.shape for w in layers}) != 1:
+            raise ValueError(f"per-layer weights differ in shape: {[w.shape for w in layers]}")
+        return np.stack(layers)
+    w = weights.detach().float().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights, float)
+    if w.ndim in (2, 3, 4):
+        return w.reshape((1,) * (4 - w.ndim) + w.shape)
+    raise ValueError(f"weights has shape {w.shape}; expected (T, S), (heads, T, S), "
+                     f"(layers, heads, T, S) or a list per layer of (heads, T, S) / (batch, heads, T, S)")
+
+
+def _labels(tokens, n, name):
+    if tokens is None:
+        return [str(i) for i in range(n)]
+    tokens = [str(t) for t in tokens]
+    if len(tokens) != n:
+        raise ValueError(f"{name} has {len(tokens)} tokens but the weights have {n} positions")
+    return [html.escape(t, quote=False) for t in tokens]  # plotly decodes &lt; &amp; (not &quot;)
+
+
+def _unique(labels):
+    """Make repeated labels distinct with invisible zero-width spaces (plotly merges equal categories)."""
+    seen, out = {}, []
+    for label in labels:
+        seen[label] = seen.get(label, -1) + 1
+        out.append(label + "\u200b" * seen[label])
+    return out
+
+
+def attention_heatmap(weights, tokens=None, key_tokens=None, batch=0, title="Attention weights",
+                      decimals=3, height=450):
+    """plotly heatmap with a layer slider and a head slider (both work on the static site).
+
+    weights: see the module docstring (a list per layer of (B, H, T, S) uses ``batch``).
+    tokens: the T query tokens (rows); key_tokens: the S key tokens (columns; default tokens).
+    One heatmap trace per (layer, head); the layer slider toggles ``visible``, the head slider
+    toggles ``opacity`` and hover, so the two choices combine without callbacks.
+    """
+    import plotly.graph_objects as go
+
+    w = as_layers(weights, batch)
+    L, H, T, S = w.shape
+    y = _unique(_labels(tokens, T, "tokens"))
+    x = _unique(_labels(key_tokens if key_tokens is not None else (tokens if S == T else None), S, "key_tokens"))
+    fig = go.Figure()
+    for layer in range(L):
+        for head in range(H):
+            fig.add_trace(go.Heatmap(
+                z=np.round(w[layer, head], decimals), x=x, y=y,
+                coloraxis="coloraxis", visible=layer == 0, opacity=1.0 if head == 0 else 0.0,
+                hoverinfo="all" if head == 0 else "skip", name=f"layer {layer} head {head}",
+                hovertemplate="%{y} → %{x}<br>weight %{z}<extra></extra>"))
+    n = L * H
+    layer_steps = [dict(method="restyle", label=str(layer),
+                        args=[{"visible": [i // H == layer for i in range(n)]}]) for layer in range(L)]
+    head_steps = [dict(method="restyle", label=str(head),
+                       args=[{"opacity": [1.0 if i % H == head else 0.0 for i in range(n)],
+                              "hoverinfo": ["all" if i % H == head else "skip" for i in range(n)]}])
+                  for head in range(H)]
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=10, r=10, t=60, b=10),
+        coloraxis=dict(colorscale="Blues", cmin=0, cmax=1, colorbar=dict(title="weight")),
+        xaxis=dict(type="category", side="top", title="key (attended to)", tickangle=-60),
+        yaxis=dict(type="category", autorange="reversed", title="query"),
+        sliders=[dict(active=0, steps=layer_steps, currentvalue=dict(prefix="layer "), y=-0.02, len=0.45, x=0),
+                 dict(active=0, steps=head_steps, currentvalue=dict(prefix="head "), y=-0.02, len=0.45, x=0.55)])
+    return fig
+
+
+def attention_grid(weights, tokens=None, key_tokens=None, layer=0, batch=0, cmap="Blues"):
+    """matplotlib figure: one panel per head of ``layer``, for print."""
+    import matplotlib.pyplot as plt
+
+    w = as_layers(weights, batch)
+    if not 0 <= layer < w.shape[0]:
+        raise ValueError(f"layer={layer} out of range; the weights have {w.shape[0]} layers")
+    H, T, S = w.shape[1:]
+    y = [str(t) for t in tokens] if tokens is not None else [str(i) for i in range(T)]
+    x = [str(t) for t in key_tokens] if key_tokens is not None else (y if S == T else [str(i) for i in range(S)])
+    fig, axes = plt.subplots(1, H, figsize=(2.2 + 2.6 * H, 2.6 + 0.12 * T), squeeze=False)
+    for head, ax in enumerate(axes[0]):
+        im = ax.imshow(w[layer, head], cmap=cmap, vmin=0, vmax=1)
+        ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+        ax.set_xticks(range(S), x, rotation=90, fontsize=7)
+        ax.set_yticks(range(T), y if head == 0 else [""] * T, fontsize=7)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="weight")
+    return fig
+
+
+def weights_table_html(w, tokens, key_tokens=None, decimals=2) -> str:
+    """A (T, S) weight matrix as a small coloured HTML table (escaped tokens)."""
+    w = np.asarray(w, float)
+    rows = _labels(tokens, w.shape[0], "tokens")
+    cols = _labels(key_tokens if key_tokens is not None else tokens, w.shape[1], "key_tokens")
+    head = "".join(f"<th style='writing-mode:vertical-rl;font-weight:normal'>{c}</th>" for c in cols)
+    body = []
+    for i, r in enumerate(rows):
+        cells = "".join(
+            f"<td title='{v:.{decimals}f}' style='width:14px;height:14px;"
+            f"background:rgba(31,119,180,{min(max(v, 0), 1):.3f})'></td>" for v in w[i])
+        body.append(f"<tr><th style='text-align:right;font-weight:normal'>{r}</th>{cells}</tr>")
+    return (f"<table style='border-collapse:collapse;font-size:11px'><tr><th></th>{head}</tr>"
+            + "".join(body) + "</table>")
+
+
+class AttentionExplorer:
+    """ipywidgets explorer over any model: ``attend(tokens, causal, scale) -> (L, H, T, T)``.
+
+    ``scale`` multiplies the usual scores q·k/sqrt(d) (scale = 1 / temperature).
+    ``tokenize(text) -> list[str]`` (default: whitespace split). Show ``explorer.widget``;
+    ``explorer.update()`` recomputes (and is called once on creation so the saved widget
+    state shows a picture on the static site). ``last_ms`` is the last recompute time.
+    """
+
+    def __init__(self, attend, text="the cat sat on the mat", tokenize=None, max_tokens=64):
+        import ipywidgets as W
+
+        self.attend, self.tokenize, self.max_tokens = attend, tokenize or str.split, max_tokens
+        self.text = W.Text(value=text, description="sentence", layout=W.Layout(width="95%"),
+                           continuous_update=False)
+        self.layer = W.BoundedIntText(value=0, min=0, max=0, description="layer", layout=W.Layout(width="150px"))
+        self.head = W.BoundedIntText(value=0, min=0, max=0, description="head", layout=W.Layout(width="150px"))
+        self.causal = W.Checkbox(value=False, description="causal mask")
+        self.scale = W.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.05,
+                                      description="logit scale", readout_format=".2f")
+        self.view = W.HTML()
+        self.status = W.HTML()
+        for control in (self.text, self.layer, self.head, self.causal, self.scale):
+            control.observe(lambda change: self.update(), names="value")
+        self.widget = W.VBox([self.text, W.HBox([self.layer, self.head, self.causal]),
+                              self.scale, self.status, self.view])
+        self.weights, self.last_ms = None, None
+        self.update()
+
+    def update(self):
+        """Recompute the weights and redraw; returns the weights (L, H, T, T) as numpy."""
+        start = time.perf_counter()
+        tokens = self.tokenize(self.text.value)[: self.max_tokens] or ["(empty)"]
+        with torch.no_grad():
+            w = as_layers(self.attend(tokens, bool(self.causal.value), float(self.scale.value)))
+        L, H, T, S = w.shape
+        if (T, S) != (len(tokens), len(tokens)):
+            raise ValueError(f"attend returned weights {w.shape}; expected (L, H, {len(tokens)}, {len(tokens)})")
+        self.layer.max, self.head.max = L - 1, H - 1
+        layer, head = min(self.layer.value, L - 1), min(self.head.value, H - 1)
+        self.view.value = weights_table_html(w[layer, head], tokens)
+        entropy = float(-(w[layer, head] * np.log(np.clip(w[layer, head], 1e-12, 1))).sum(-1).mean())
+        self.weights = w
+        self.last_ms = (time.perf_counter() - start) * 1e3
+        self.status.value = (f"{T} tokens · layer {layer} head {head} · mean row entropy "
+                             f"{entropy:.3f} nats (uniform: {np.log(np.arange(1, T + 1)).mean() if self.causal.value else np.log(T):.3f})"
+                             f" · recomputed in {self.last_ms:.1f} ms")
+        return w
+
+
+def attention_explorer(attend, text="the cat sat on the mat", tokenize=None, max_tokens=64):
+    """Build an :class:`AttentionExplorer` (already updated once) and return it."""
+    return AttentionExplorer(attend, text, tokenize, max_tokens)
+
+
+# --- bertviz, offline ----------------------------------------------------------------------
+_PLACEHOLDER = {"<": "\ue000", ">": "\ue001", "&": "\ue002"}
+_JS_ESCAPE = {"\\ue000": "\\u003c", "\\ue001": "\\u003e", "\\ue002": "\\u0026"}
+
+
+def _bertviz_layers(weights, batch=0, decimals=3):
+    """lmcore/HF attention -> the list per layer of (1, H, T, S) tensors bertviz wants.
+
+    Rounded in float64 so bertviz's JSON holds "0.123", not float32's "0.12300000339746475"
+    (a 6-layer, 12-head, 16-token page shrinks about 4x).
+    """
+    w = np.round(as_layers(weights, batch).astype(np.float64), decimals)
+    return [torch.from_numpy(w[i]).unsqueeze(0) for i in range(w.shape[0])]
+
+
+def _safe_tokens(tokens):
+    # bertviz puts the tokens into a <script> through json.dumps, which leaves "</script>"
+    # intact; d3 then shows them with .text() (no HTML parsing). So we swap <, >, & for
+    # private-use characters here and for JavaScript escapes (\u003c ...) in the output.
+    if tokens is None:
+        return None
+    out = []
+    for t in tokens:
+        t = str(t)
+        for ch, ph in _PLACEHOLDER.items():
+            t = t.replace(ph, "").replace(ch, ph)
+        out.append(t)
+    return out
+
+
+def _finish(result, local=None):
+    text = result.data if hasattr(result, "data") else str(result)
+    # bertviz substitutes its params into a JS comment as well: drop that second copy of the data
+    text = re.sub(r"; // HACK: .*? is a template marker that is replaced by actual params\.", ";", text)
+    for ph, esc in _JS_ESCAPE.items():
+        text = text.replace(ph, esc)
+    if building_book() if local is None else local:
+        for cdn, path in CDN_TO_LOCAL.items():
+            text = text.replace(cdn, path)
+    from IPython.display import HTML
+    return HTML(text)
+
+
+def head_view_html(attentions, tokens, layer=None, heads=None, batch=0, local=None, **kwargs):
+    """bertviz head view as an ``IPython.display.HTML`` (display it, or use ``.data``).
+
+    attentions: a list/tuple per layer of (B, H, T, T) tensors (lmcore or HF
+    ``output_attentions``) or an array (L, H, T, T). In the book build (or ``local=True``)
+    the CDN scripts are replaced by the copies in ``_static/vendor``.
+    """
+    from bertviz import head_view
+    return _finish(head_view(_bertviz_layers(attentions, batch), _safe_tokens(tokens), layer=layer,
+                             heads=heads, html_action="return", **kwargs), local)
+
+
+def model_view_html(attentions, tokens, batch=0, local=None, **kwargs):
+    """bertviz model view (all layers x heads) as ``IPython.display.HTML``; see head_view_html."""
+    from bertviz import model_view
+    return _finish(model_view(_bertviz_layers(attentions, batch), _safe_tokens(tokens),
+                              html_action="return", **kwargs), local)
+
+
+def cross_view_html(encoder_attention, decoder_attention, cross_attention, encoder_tokens,
+                    decoder_tokens, batch=0, local=None, **kwargs):
+    """bertviz head view of an encoder-decoder: encoder, decoder and cross attention."""
+    from bertviz import head_view
+    return _finish(head_view(encoder_attention=_bertviz_layers(encoder_attention, batch),
+                             decoder_attention=_bertviz_layers(decoder_attention, batch),
+                             cross_attention=_bertviz_layers(cross_attention, batch),
+                             encoder_tokens=_safe_tokens(encoder_tokens),
+                             decoder_tokens=_safe_tokens(decoder_tokens),
+                             html_action="return", **kwargs), local)
+
+
+def figure_json_kb(fig) -> float:
+    """Size of a plotly figure's JSON in KB (the site embeds it in the page)."""
+    return len(fig.to_json()) / 1024
