@@ -146,6 +146,13 @@ def _figure_state(page, index):
         index)
 
 
+def _click_centre(page, locator):
+    """A real mouse click in the middle of an SVG element (plotly listens on the group)."""
+    box = locator.bounding_box()
+    assert box, "control not drawn"
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
 def _pages_with(marker):
     return [name for name in PAGES if marker in (SITE / name).read_text(encoding="utf-8")]
 
@@ -170,17 +177,19 @@ def test_every_chapter_plot_with_a_control_reacts(browser, base_url, name):
         gd.scroll_into_view_if_needed()
         before = _figure_state(page, index)
         if n_sliders:
-            steps = gd.locator("g.slider-container g.slider-step-label, g.slider-container .slider-label")
             rail = gd.locator("g.slider-container rect.slider-rail-rect")
             box = rail.first.bounding_box()
             assert box, "slider rail not drawn"
             page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
         else:
-            gd.locator("g.updatemenu-header-group").first.click()
-            buttons = gd.locator("g.updatemenu-dropdown-button-group g.updatemenu-button")
-            if buttons.count() == 0:  # buttons-type menu: items are shown already
-                buttons = gd.locator("g.updatemenu-button")
-            buttons.nth(buttons.count() - 1).click()
+            header = gd.locator("g.updatemenu-header rect")
+            if header.count():  # a dropdown: open it, then pick its last item
+                _click_centre(page, header.first)
+                items = gd.locator("g.updatemenu-dropdown-button rect")
+            else:  # a row of buttons
+                items = gd.locator("g.updatemenu-button rect")
+            items.last.wait_for(state="attached", timeout=5_000)
+            _click_centre(page, items.last)
         page.wait_for_timeout(700)
         after = _figure_state(page, index)
         assert after != before, f"{name}: figure {index} did not change after clicking its control"
