@@ -1,4 +1,4 @@
-"""Tests for lmcore.transformer: LayerNorm vs torch, positions, GPT (+ KV cache), EncoderDecoder.
+"""Tests for lmcore.transformer and lmcore.seq2seq: LayerNorm vs torch, positions, GPT (+ KV cache), EncoderDecoder.
 
 Tolerances: float32 comparisons with PyTorch's own layers at 1e-5 (absolute and relative);
 the KV-cache path and the full forward agree to 1e-5.
@@ -10,9 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmcore.transformer import (
-    GPT, Block, EncoderDecoder, EncoderDecoderConfig, GPTConfig, KVCache, LayerNorm, SinusoidalPositions,
-)
+from lmcore.seq2seq import EncoderDecoder, EncoderDecoderConfig
+from lmcore.transformer import GPT, Block, GPTConfig, KVCache, LayerNorm, SinusoidalPositions
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
