@@ -5,10 +5,12 @@
 scratch_ms: forward + backward of lmcore.attention.scaled_dot_product_attention (the path
 that also returns the (B, H, T, S) weights); sdpa_ms: the same for
 torch.nn.functional.scaled_dot_product_attention; both at batch 8, heads 4, seq 256, d 32,
-float32, interleaved repetitions after a warm-up, medians. explorer_ms: median recompute
-time of lmcore.viz.AttentionExplorer for a 32-token sentence (a 2-layer, 4-head toy model).
+float32, interleaved repetitions (each alternately first, garbage collector off) after a
+warm-up, medians. explorer_ms: median recompute time of lmcore.viz.AttentionExplorer for a
+32-token sentence (a 2-layer, 4-head toy model).
 Not a timed test: numbers depend on the machine and its load.
 """
+import gc
 import json
 import os
 import statistics
@@ -23,7 +25,7 @@ from lmcore.attention import MultiHeadAttention, scaled_dot_product_attention  #
 from lmcore.viz import attention_explorer  # noqa: E402
 
 
-def attention_times(B=8, H=4, T=256, d=32, reps=25):
+def attention_times(B=8, H=4, T=256, d=32, reps=40):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(B, H, T, d, generator=g, requires_grad=True) for _ in range(3))
     grad = torch.randn(B, H, T, d, generator=g)
@@ -35,16 +37,22 @@ def attention_times(B=8, H=4, T=256, d=32, reps=25):
     def sdpa():
         F.scaled_dot_product_attention(q, k, v).backward(grad)
 
-    runs = {"scratch": (scratch, []), "sdpa": (sdpa, [])}
-    for _ in range(3):                                   # warm-up
+    runs = [("scratch", scratch, []), ("sdpa", sdpa, [])]
+    for _ in range(5):                                   # warm-up
         scratch(), sdpa()
-    for _ in range(reps):                                # interleaved: same load for both
-        for fn, times in runs.values():
-            q.grad = k.grad = v.grad = None
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return {name: statistics.median(times) * 1e3 for name, (fn, times) in runs.items()}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()                                         # as timeit does: no collector pauses
+    try:
+        for i in range(reps):                            # interleaved: same load for both,
+            for name, fn, times in runs[::1 if i % 2 else -1]:  # and alternately first
+                q.grad = k.grad = v.grad = None
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: statistics.median(times) * 1e3 for name, fn, times in runs}
 
 
 def explorer_time(reps=15):

@@ -26,8 +26,8 @@ def _check_mask(mask, shape, name="mask"):
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise TypeError(f"{name} must be a bool tensor (True = may attend), got {got}")
-    try:
-        out = torch.broadcast_shapes(mask.shape, shape)
+    try:  # (torch.broadcast_shapes is slow in Python: skip it when the shapes are equal)
+        out = tuple(shape) if mask.shape == shape else torch.broadcast_shapes(mask.shape, shape)
     except RuntimeError:
         out = None
     if out != tuple(shape):
@@ -48,7 +48,9 @@ def _scores_shape(q, k, v):
         raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must agree on all dims "
                          f"but the last: expected k (..., S, d) and v (..., S, dv)")
     try:
-        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        batch = q.shape[:-2]
+        if k.shape[:-2] != batch:
+            batch = torch.broadcast_shapes(batch, k.shape[:-2])
     except RuntimeError:
         raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} have batch dims that do "
                          f"not broadcast; expected q (..., T, d), k (..., S, d)") from None
@@ -70,22 +72,27 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, need_weights
     mask = _check_mask(mask, shape)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     p = dropout_p if training else 0.0
-    # a query row with no visible key: give it one (any) key, then zero its output/weights
-    alive = None if mask is None else mask.any(dim=-1, keepdim=True)  # (..., T, 1)
-    if alive is not None and not bool(alive.all()):
-        mask = mask | ~alive
-    else:
-        alive = None
+    # A query whose keys are all masked would get softmax(all -inf) = 0/0 = NaN. Only with a
+    # mask: let such rows see every key (no NaN), then zero their weights and output below.
+    alive = None
+    if mask is not None:
+        alive = mask.any(dim=-1, keepdim=True)            # (..., T, 1): sees at least one key
+        if bool(alive.all()):
+            alive = None                                  # the usual case: nothing to fix
+        else:
+            mask = mask | ~alive
 
     if not need_weights:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=scale)
         return (out if alive is None else out * alive), None
 
-    scores = (q * scale) @ k.transpose(-2, -1)            # (..., T, S); scaling q is cheaper
+    # scale q (T x d numbers), not the scores (T x S): the same maths, fewer multiplications
+    scores = (q * scale) @ k.transpose(-2, -1)            # (..., T, S)
     if mask is not None:
-        # finite, not -inf: exp(min - max) underflows to exactly 0 and gradients stay finite
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = scores.softmax(dim=-1)
+        # blocked scores -> the most negative finite number, not -inf: exp(min - max)
+        # underflows to exactly 0 and gradients stay finite. In place: scores is our own.
+        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)                      # each row sums to 1
     if alive is not None:
         weights = weights * alive
     out = F.dropout(weights, p) @ v if p > 0 else weights @ v

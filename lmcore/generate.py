@@ -176,7 +176,6 @@ def _as_batch(prompt_ids, vocab_size: int, device) -> tuple[torch.Tensor, bool]:
     return ids.to(device), was_list
 
 
-@torch.no_grad()
 def generate(model, prompt_ids, max_new_tokens: int, *, greedy=False, temperature=1.0,
              top_k=None, top_p=None, stop_tokens=None, use_cache=True, keep=None,
              generator=None, return_steps=False, n_candidates=5):
@@ -220,36 +219,44 @@ def generate(model, prompt_ids, max_new_tokens: int, *, greedy=False, temperatur
     start, cached_upto = 0, 0  # visible window is ids[:, start:]; cache holds ids[:, start:cached_upto]
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
     steps = []
+    # inference_mode is no_grad without autograd's bookkeeping (version counters, views).
+    # The prompt was checked once above and every new id is one the model chose from its own
+    # vocabulary, so the model may skip its per-call id check (validate=False): no sync per token.
     try:
-        for _ in range(max_new_tokens):
-            if ids.shape[1] - start > block_size:  # the window is full: slide it
-                start = ids.shape[1] - keep
-                cached_upto = start  # the cached keys/values are no longer valid
-            if use_cache:
-                prefilled = cached_upto == start  # first cycle, or the window slid
-                if prefilled:
-                    cache.reset()
-                logits = model(ids[:, cached_upto:], cache=cache).logits[:, -1]
-                cached_upto = ids.shape[1]
-            else:
-                prefilled = True
-                logits = model(ids[:, start:]).logits[:, -1]
-            nxt = sample_next(logits, temperature, top_k, top_p, generator, greedy=greedy)
-            if return_steps:
-                probs = (F.softmax(logits.float(), -1) if greedy
-                         else next_token_probs(logits, temperature, top_k, top_p))
-                top = probs.topk(min(n_candidates, probs.shape[-1]), dim=-1)
-                steps.append(Step(ids.shape[1], start, prefilled, top.indices.cpu(),
-                                  top.values.cpu(), nxt.cpu()))
-            if len(stops):  # finished rows repeat their stop token
-                nxt = torch.where(done, ids[:, -1], nxt)
-                done = done | torch.isin(nxt, stops)
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-            if len(stops) and bool(done.all()):
-                break
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                if ids.shape[1] - start > block_size:  # the window is full: slide it
+                    start = ids.shape[1] - keep
+                    cached_upto = start  # the cached keys/values are no longer valid
+                if use_cache:
+                    prefilled = cached_upto == start  # first cycle, or the window slid
+                    if prefilled:
+                        cache.reset()
+                    logits = model(ids[:, cached_upto:], cache=cache, validate=False).logits[:, -1]
+                    cached_upto = ids.shape[1]
+                else:
+                    prefilled = True
+                    logits = model(ids[:, start:], validate=False).logits[:, -1]
+                nxt = sample_next(logits, temperature, top_k, top_p, generator, greedy=greedy)
+                if return_steps:
+                    probs = (F.softmax(logits.float(), -1) if greedy
+                             else next_token_probs(logits, temperature, top_k, top_p))
+                    top = probs.topk(min(n_candidates, probs.shape[-1]), dim=-1)
+                    steps.append(Step(ids.shape[1], start, prefilled, top.indices.cpu(),
+                                      top.values.cpu(), nxt.cpu()))
+                if len(stops):  # finished rows repeat their stop token
+                    nxt = torch.where(done, ids[:, -1], nxt)
+                    done = done | torch.isin(nxt, stops)
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+                if len(stops) and bool(done.all()):
+                    break
     finally:
         model.train(was_training)
 
+    # Tensors made under inference_mode refuse later autograd use: hand out normal copies.
+    ids = ids.clone()
+    for s in steps:
+        s.top_ids, s.top_probs, s.chosen = s.top_ids.clone(), s.top_probs.clone(), s.chosen.clone()
     if was_list:
         out = ids[0].tolist()
         if len(stops):

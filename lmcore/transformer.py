@@ -106,6 +106,11 @@ def _positions(kind: str, max_len: int, dim: int) -> nn.Module:
     raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {kind!r}")
 
 
+def _dropout(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or for ``p = 0`` an ``nn.Identity`` that skips a no-op call per use."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class FeedForward(nn.Module):
     """Position-wise MLP: Linear(E, 4E) -> GELU -> Linear(4E, E) -> Dropout. (B, T, E) -> (B, T, E)."""
 
@@ -115,7 +120,7 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(n_embd, hidden, bias=bias)
         self.act = nn.GELU()
         self.proj = nn.Linear(hidden, n_embd, bias=bias)  # a residual projection
-        self.drop = nn.Dropout(dropout)
+        self.drop = _dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(self.act(self.fc(x))))
@@ -177,19 +182,21 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.head_dim, self.dropout = n_head, n_embd // n_head, dropout
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # one matmul for q, k and v
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)  # a residual projection
-        self.drop = nn.Dropout(dropout)
+        self.drop = _dropout(dropout)
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights: bool = False):
         B, T, E = x.shape
         # (B, T, 3E) -> (3, B, H, T, D): split heads by a view, no per-head loop.
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None:
             k, v = cache.append(layer, k, v)
         S = k.shape[2]
         p = self.dropout if self.training else 0.0
-        if not need_weights and S == T:
-            # Fast path: the fused kernel with its built-in causal mask (no mask tensor).
-            out, w = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
+        if not need_weights and (S == T or T == 1):
+            # Fast path: the fused kernel. For S == T its built-in causal mask (no mask tensor);
+            # a single new token (a decode step, S > 1 with the cache) sees every key: no mask.
+            # (is_causal would be wrong there: torch aligns its mask top-left, so query 0 sees key 0.)
+            out, w = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1), None
         else:
             # Query i (absolute position S-T+i) sees keys 0..S-T+i; a single new token sees all.
             mask = None if T == 1 else causal_mask(T, S, device=x.device)
@@ -276,7 +283,7 @@ class GPT(nn.Module):
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = _positions(c.positions, c.block_size, c.n_embd)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = _dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout, c.bias) for _ in range(c.n_layer))
         self.ln_f = LayerNorm(c.n_embd, bias=c.bias, fused=True)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
@@ -290,14 +297,17 @@ class GPT(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layer)
 
-    def forward(self, idx, targets=None, *, cache: KVCache | None = None, need_weights: bool = False) -> GPTOutput:
+    def forward(self, idx, targets=None, *, cache: KVCache | None = None, need_weights: bool = False,
+                validate: bool = True) -> GPTOutput:
         """idx: (B, T) new token ids; targets: (B, T), -100 = ignore.
 
         With a ``cache``, positions continue at ``cache.length`` and the new keys/values are
-        appended to it.
+        appended to it. ``validate=False`` skips the check that every id is < vocab_size (it
+        waits for the device), for callers whose ids are known to be valid, like the decoding loop.
         """
         c = self.config
-        check_ids("idx", idx, c.vocab_size)
+        if validate:
+            check_ids("idx", idx, c.vocab_size)
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > c.block_size:
