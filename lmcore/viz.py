@@ -101,8 +101,11 @@ def attention_heatmap(weights, tokens=None, key_tokens=None, batch=0, title="Att
         coloraxis=dict(colorscale="Blues", cmin=0, cmax=1, colorbar=dict(title="weight")),
         xaxis=dict(type="category", side="top", title="key (attended to)", tickangle=-60),
         yaxis=dict(type="category", autorange="reversed", title="query"),
-        sliders=[dict(active=0, steps=layer_steps, currentvalue=dict(prefix="layer "), y=-0.02, len=0.45, x=0),
-                 dict(active=0, steps=head_steps, currentvalue=dict(prefix="head "), y=-0.02, len=0.45, x=0.55)])
+        # A slider with a single step would be a control that does nothing: leave it out.
+        sliders=[slider for slider, steps in (
+            (dict(active=0, steps=layer_steps, currentvalue=dict(prefix="layer "), y=-0.02, len=0.45, x=0), layer_steps),
+            (dict(active=0, steps=head_steps, currentvalue=dict(prefix="head "), y=-0.02, len=0.45, x=0.55), head_steps),
+        ) if len(steps) > 1])
     return fig
 
 
