@@ -58,9 +58,20 @@ def _use_cjk_font_if_present() -> None:
             return
 
 
-def setup(seed: int = 0, quiet: bool = False) -> torch.device:
-    """Seed everything, configure figures, and return the device (cuda, mps or cpu)."""
+def setup(seed: int = 0, quiet: bool = False, threads: int | None = 1) -> torch.device:
+    """Seed everything, configure figures, and return the device (cuda, mps or cpu).
+
+    threads: CPU threads for torch on a CPU-only run. The book's models are small, and for
+    small matrices a second thread costs more in coordination than it gains (and far more
+    on a busy machine), so the default is 1. ``None`` keeps torch's default: chapters that
+    measure the hardware's peak pass it. Ignored on a GPU.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads={threads!r}; expected a positive int or None")
     device = get_device()
+    if device.type == "cpu" and threads is not None:
+        torch.set_num_threads(threads)
     seed_everything(seed)
     if building_book():
         _register_book_renderer()
