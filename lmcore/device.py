@@ -8,6 +8,7 @@ Every chapter starts with::
 """
 from __future__ import annotations
 
+import numbers
 import os
 import random
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 _CHOICES = ("auto", "cpu", "cuda", "mps")
+SEED_RANGE = (0, 2**64)  # torch.manual_seed takes any seed in [0, 2**64)
 
 
 def _mps_available() -> bool:
@@ -34,11 +36,12 @@ def get_device(preferred: str | None = None) -> torch.device:
         preferred = os.environ.get("LMCORE_DEVICE", "auto")
         source = "environment variable LMCORE_DEVICE"
     choice = str(preferred).strip().lower()
-    kind = choice.split(":", 1)[0]
-    if kind not in _CHOICES or (":" in choice and kind != "cuda"):
+    kind, _, index = choice.partition(":")
+    digits = index.isascii() and index.isdigit()  # "cuda:¹" is not "cuda:1"
+    if kind not in _CHOICES or (":" in choice and (kind != "cuda" or not digits)):
         raise ValueError(
             f"{source}={preferred!r} is not a device; expected one of "
-            f"'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+            f"'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'."
         )
     if kind == "auto":
         if torch.cuda.is_available():
@@ -53,13 +56,11 @@ def get_device(preferred: str | None = None) -> torch.device:
                 f"False on this machine (torch {torch.__version__}). Use 'auto' or 'cpu', "
                 f"or install a CUDA build of PyTorch on a machine with an NVIDIA GPU."
             )
-        if ":" in choice:
-            index = int(choice.split(":", 1)[1]) if choice.split(":", 1)[1].isdigit() else -1
-            if not 0 <= index < torch.cuda.device_count():
-                raise RuntimeError(
-                    f"{source}={preferred!r}: this machine has {torch.cuda.device_count()} "
-                    f"CUDA device(s), numbered from 0."
-                )
+        if index and int(index) >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"{source}={preferred!r}: this machine has {torch.cuda.device_count()} "
+                f"CUDA device(s), numbered from 0."
+            )
     if kind == "mps" and not _mps_available():
         raise RuntimeError(
             f"{source}={preferred!r} asks for Apple's MPS backend, which this machine does "
@@ -68,9 +69,33 @@ def get_device(preferred: str | None = None) -> torch.device:
     return torch.device(choice)
 
 
+def as_device(device, name: str = "device", available: bool = False) -> torch.device:
+    """``device`` (a ``torch.device`` or a string such as ``"cpu"``, ``"cuda:0"``) as a
+    ``torch.device``. Another type raises ``TypeError``, an unknown device string
+    ``ValueError``, both naming the argument ``name``.
+
+    With ``available=True`` a CUDA or MPS device this machine does not have raises
+    ``RuntimeError`` (use it before allocating tensors there).
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a torch.device or a string such as 'cpu' or "
+                         f"'cuda', got {device!r} ({type(device).__name__})")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name}={device!r} is not a device; expected e.g. 'cpu', 'cuda', "
+                         f"'cuda:0' or 'mps'") from None
+    missing = ((device.type == "cuda" and not torch.cuda.is_available())
+               or (device.type == "mps" and not _mps_available()))
+    if available and missing:
+        raise RuntimeError(f"{name}={str(device)!r}, but this machine has no "
+                           f"{device.type.upper()} device; use lmcore.get_device() or 'cpu'")
+    return device
+
+
 def is_accelerator(device: torch.device | str) -> bool:
     """True for a GPU (CUDA or MPS), False for the CPU."""
-    return torch.device(device).type in ("cuda", "mps")
+    return as_device(device).type in ("cuda", "mps")
 
 
 def pick(cpu, gpu, device: torch.device | str | None = None):
@@ -85,16 +110,29 @@ def pick(cpu, gpu, device: torch.device | str | None = None):
     return gpu if is_accelerator(device) else cpu
 
 
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as a Python int. A non-integer (or a bool) raises ``TypeError``, an int
+    outside [0, 2**64) (the range ``torch.manual_seed`` accepts) ``ValueError``; both
+    name the argument ``name``."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int in [0, 2**64), got {seed!r} "
+                         f"({type(seed).__name__})")
+    if not low <= int(seed) < high:
+        raise ValueError(f"{name}={seed} is out of range; expected an int in [0, 2**64)")
+    return int(seed)
+
+
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python's, NumPy's and PyTorch's random generators (all devices).
 
-    Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
-    On the same machine and device, a rerun reproduces the same numbers.
+    ``seed``: an int in [0, 2**64). Returns a CPU ``torch.Generator`` seeded with ``seed``
+    for code that wants its own stream. On the same machine and device, a rerun
+    reproduces the same numbers.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_seed(seed)  # before seeding anything: all generators or none
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # NumPy's legacy seed takes 32 bits
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)

@@ -2,7 +2,8 @@
 
 Tolerances: gradcheck in float64 with its defaults (eps=1e-6, atol=1e-5, rtol=1e-3);
 comparisons with autograd through F.cross_entropy / F.layer_norm /
-F.scaled_dot_product_attention in float64 within 1e-10 (values) and 1e-9 (gradients).
+F.scaled_dot_product_attention in float64 within 1e-10 (values) and 1e-9 (gradients);
+numerical_grad against exact gradients within 1e-8 (float64, eps=1e-6).
 """
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 from lmcore import backprop as bp
+from lmcore import mlp
+from lmcore.attention import scaled_dot_product_attention
 
 SHAPES_CE = [(1, 2), (5, 3), (7, 11)]
 SHAPES_LN = [(4,), (3, 6), (2, 3, 5)]
@@ -26,21 +29,27 @@ def test_cross_entropy_gradcheck_and_reference(shape):
     g = _g(1)
     z = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, shape[1], (shape[0],), generator=g)
-    assert gradcheck(lambda t: bp.softmax_cross_entropy(t, y), (z,))
-    loss = bp.softmax_cross_entropy(z, y)
+    assert gradcheck(lambda t: bp.cross_entropy(t, y), (z,))
+    loss = bp.cross_entropy(z, y)
     (gz,) = torch.autograd.grad(loss, z)
     ref = F.cross_entropy(z, y)
     (rz,) = torch.autograd.grad(ref, z)
     assert torch.allclose(loss, ref, atol=1e-10)
     assert torch.allclose(gz, rz, atol=1e-9)
+    # one home for the formula: the autograd wrapper returns mlp's gradient, scaled
+    _, grad = mlp.softmax_cross_entropy(z.detach(), y)
+    (g3,) = torch.autograd.grad(3.0 * bp.cross_entropy(z, y), z)
+    assert torch.allclose(g3, 3.0 * grad, atol=1e-15)
 
 
 def test_cross_entropy_is_stable_for_huge_logits():
-    z = torch.tensor([[1000.0, 0.0, -1000.0]], dtype=torch.float64)
-    loss, cache = bp.cross_entropy_forward(z, torch.tensor([0]))
+    z = torch.tensor([[1000.0, 0.0, -1000.0]], dtype=torch.float64, requires_grad=True)
+    loss = bp.cross_entropy(z, torch.tensor([0]))
     assert torch.isfinite(loss) and loss.item() < 1e-300 + 1e-12
-    loss, _ = bp.cross_entropy_forward(z, torch.tensor([2]))
+    loss = bp.cross_entropy(z, torch.tensor([2]))
     assert abs(loss.item() - 2000.0) < 1e-9
+    (gz,) = torch.autograd.grad(loss, z)
+    assert torch.allclose(gz, torch.tensor([[1.0, 0.0, -1.0]], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("shape", SHAPES_LN)
@@ -102,18 +111,86 @@ def test_explicit_backward_functions_match_autograd():
         assert torch.allclose(a, r, atol=1e-12)
 
 
+def test_fully_masked_row_gives_zeros_like_lmcore_attention():
+    """A query that may see no key: zero weights, zero output, zero gradient, no NaN,
+    the same values and gradients as lmcore.attention.scaled_dot_product_attention."""
+    g = _g(6)
+    q, k, v = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+               for s in ((2, 4, 3), (2, 5, 3), (2, 5, 2)))
+    mask = torch.ones(2, 4, 5, dtype=torch.bool).tril(1)
+    mask[0, 2] = False  # batch 0, query 2 sees nothing
+    mask[1, 0] = False  # batch 1, query 0 sees nothing
+    out, p, _ = bp.attention_forward(q, k, v, mask)
+    assert torch.isfinite(out).all() and torch.isfinite(p).all()
+    assert (out[0, 2] == 0).all() and (out[1, 0] == 0).all() and (p[0, 2] == 0).all()
+    assert torch.allclose(p.sum(-1)[mask.any(-1)], torch.ones(6, dtype=torch.float64))
+    ref_out, ref_p = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.allclose(out, ref_out, atol=1e-12) and torch.allclose(p, ref_p, atol=1e-12)
+    do = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad(bp.attention(q, k, v, mask), (q, k, v), do)
+    theirs = torch.autograd.grad(ref_out, (q, k, v), do)
+    for a, r in zip(ours, theirs):
+        assert torch.isfinite(a).all() and torch.allclose(a, r, atol=1e-10)
+    assert (ours[0][0, 2] == 0).all()  # no gradient reaches a query that saw nothing
+    assert gradcheck(lambda q, k, v: bp.attention(q, k, v, mask), (q, k, v))
+
+
+def test_numerical_grad_central_differences():
+    g = _g(7)
+    A = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    x = torch.randn(4, generator=g, dtype=torch.float64)
+
+    def quadratic(t):
+        return 0.5 * t @ A @ t + b @ t
+    exact = 0.5 * (A + A.T) @ x + b
+    before = x.clone()
+    # a forward difference or a step of eps instead of 2 eps would miss by ~1e-6 or ~1
+    assert torch.allclose(bp.numerical_grad(quadratic, x), exact, atol=1e-8, rtol=0)
+    assert torch.equal(x, before)  # x is not modified
+    # any shape, non-contiguous input, a nonlinear f, against autograd
+    X = torch.randn(3, 5, generator=g, dtype=torch.float64).T
+    Xg = X.clone().requires_grad_()
+    (auto,) = torch.autograd.grad(torch.sin(Xg).pow(2).sum() * Xg.exp().mean(), Xg)
+    num = bp.numerical_grad(lambda t: torch.sin(t).pow(2).sum() * t.exp().mean(), X)
+    assert num.shape == X.shape and torch.allclose(num, auto, atol=1e-8, rtol=0)
+    # f may return a Python float
+    assert torch.allclose(bp.numerical_grad(lambda t: float((t**2).sum()), x), 2 * x,
+                          atol=1e-8, rtol=0)
+
+
+def test_numerical_grad_errors():
+    x = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"f must return a scalar, but f\(x \+ h e_0\)"):
+        bp.numerical_grad(lambda t: t * 2, x)
+    with pytest.raises(ValueError, match=r"f\(x \+ h e_0\) = nan"):
+        bp.numerical_grad(lambda t: (t / t).sum(), x)
+    with pytest.raises(TypeError, match="f must return a number"):
+        bp.numerical_grad(lambda t: "one", x)
+    with pytest.raises(TypeError, match="f must be a function"):
+        bp.numerical_grad(3.0, x)
+    with pytest.raises(TypeError, match="x must be a floating-point torch.Tensor"):
+        bp.numerical_grad(torch.sum, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        bp.numerical_grad(torch.sum, x, eps=0.0)
+    with pytest.raises(TypeError, match="eps must be a positive finite number"):
+        bp.numerical_grad(torch.sum, x, eps=True)
+    with pytest.raises(ValueError, match="below the resolution of torch.float32"):
+        bp.numerical_grad(torch.sum, torch.full((2,), 1e4), eps=1e-6)
+
+
 def test_errors_name_the_argument():
     z = torch.randn(3, 4)
-    with pytest.raises(TypeError, match="logits must have a floating dtype"):
-        bp.softmax_cross_entropy(torch.ones(3, 4, dtype=torch.long), torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match=r"targets must be class ids in \[0, 3\]"):
-        bp.softmax_cross_entropy(z, torch.tensor([0, 1, 4]))
-    with pytest.raises(ValueError, match=r"targets must have shape \(3,\)"):
-        bp.softmax_cross_entropy(z, torch.tensor([0, 1]))
-    with pytest.raises(TypeError, match="targets must be an integer tensor"):
-        bp.softmax_cross_entropy(z, torch.tensor([0.0, 1.0, 2.0]))
-    with pytest.raises(ValueError, match=r"logits must have shape \(N, C\)"):
-        bp.softmax_cross_entropy(torch.randn(2, 3, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="logits must be a floating-point tensor"):
+        bp.cross_entropy(torch.ones(3, 4, dtype=torch.long), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 4\)"):
+        bp.cross_entropy(z, torch.tensor([0, 1, 4]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
+        bp.cross_entropy(z, torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        bp.cross_entropy(z, torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"logits must have shape \(batch, n_classes\)"):
+        bp.cross_entropy(torch.randn(2, 3, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
         bp.layer_norm(z, torch.ones(3))
     with pytest.raises(TypeError, match="x must have a floating dtype"):
@@ -126,6 +203,16 @@ def test_errors_name_the_argument():
         bp.attention(torch.randn(2, 3), torch.randn(4, 3), torch.randn(5, 3))
     with pytest.raises(TypeError, match="v must have a floating dtype"):
         bp.attention(torch.randn(2, 3), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="q contains NaN or inf"):
+        bp.attention(torch.full((2, 3), float("nan")), torch.randn(4, 3), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        bp.layer_norm(torch.tensor([[1.0, float("inf")]]))
+    with pytest.raises(ValueError, match="eps must be > 0 and finite"):
+        bp.layer_norm(z, eps=float("inf"))
+    with pytest.raises(ValueError, match=r"k has dtype torch.float64 on cpu but q has"):
+        bp.attention(torch.randn(2, 3), torch.randn(4, 3).double(), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        bp.attention(torch.randn(2, 2, 3), torch.randn(3, 4, 3), torch.randn(3, 4, 3))
     with pytest.raises(TypeError, match="mask must be a bool tensor"):
         bp.attention(torch.randn(2, 3), torch.randn(4, 3), torch.randn(4, 3), torch.ones(2, 4))
     with pytest.raises(ValueError, match="mask of shape"):

@@ -12,7 +12,7 @@ from torch import nn
 
 from lmcore.mlp import ACTIVATIONS, MLP, mse_loss, softmax_cross_entropy
 
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
+TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-10}, torch.float32: {"atol": 1e-5, "rtol": 1e-5}}
 
 
 def _loss_and_target(loss, y_hat, gen):
@@ -157,8 +157,8 @@ def test_seed_e_worked_example_numbers():
     x = torch.tensor([[1.0, 0.5, -1.0]], dtype=torch.float64)
     y = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     y_hat = net.forward(x)
-    z1, z2 = net._cache[1]
-    close = dict(atol=1e-12, rtol=0)
+    z1, _ = net._cache[1]
+    close = {"atol": 1e-12, "rtol": 0}
     torch.testing.assert_close(z1, torch.tensor([[-0.15, 0.85, 0.2, -0.6, 0.9]], dtype=torch.float64), **close)
     torch.testing.assert_close(y_hat, torch.tensor([[0.39, 0.82]], dtype=torch.float64), **close)
     loss, grad = mse_loss(y_hat, y)
@@ -183,7 +183,7 @@ def test_error_messages():
         net.forward(torch.zeros(4, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="x contains NaN or inf"):
         net.forward(torch.tensor([[0.0, float("nan"), 1.0]]))
-    with pytest.raises(ValueError, match="x has dtype torch.float64.*weights are torch.float32"):
+    with pytest.raises(ValueError, match="x has dtype torch.float64.*weights has dtype torch.float32"):
         net.forward(torch.zeros(4, 3, dtype=torch.float64))
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         net.forward([[0.0, 1.0, 2.0]])
@@ -195,13 +195,13 @@ def test_error_messages():
     with pytest.raises(RuntimeError, match="no gradients yet"):
         net.grads()
     logits = torch.zeros(4, 3)
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from 0 to 3"):
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 3\), got values from 0 to 3"):
         softmax_cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from -1"):
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 3\), got values from -1"):
         softmax_cross_entropy(logits, torch.tensor([-1, 1, 2, 0]))
     with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
         softmax_cross_entropy(logits, torch.tensor([[0, 1, 2, 0]]))
-    with pytest.raises(ValueError, match="labels must be an integer tensor"):
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
         softmax_cross_entropy(logits, torch.zeros(4))
     with pytest.raises(ValueError, match="logits contains NaN or inf"):
         softmax_cross_entropy(torch.full((4, 3), float("inf")), torch.zeros(4, dtype=torch.long))
@@ -214,6 +214,33 @@ def test_error_messages():
         net.sgd_step(float("nan"))
     with pytest.raises(ValueError, match="sizes must be a list of at least 2 positive ints"):
         MLP([3])
+    with pytest.raises(ValueError, match=r"sizes\[0\] = True is not a positive int"):
+        MLP([True, 2])  # a bool is an int to Python, but not a layer width
+    with pytest.raises(ValueError, match=r"sizes\[1\] = 0 is not a positive int"):
+        MLP([3, 0, 2])
+    with pytest.raises(TypeError, match="sizes must be a list"):
+        MLP(5)
+    with pytest.raises(ValueError, match=r"seed=1180591620717411303424 is out of range"):
+        MLP([3, 2], seed=2**70)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        MLP([3, 2], seed=1.5)
+    with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+        MLP([3, 2], dtype=torch.int64)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        MLP([3, 2], dtype="float32")
+    with pytest.raises(ValueError, match="device='tpu' is not a device"):
+        MLP([3, 2], device="tpu")
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got True"):
+        net.sgd_step(True)
+    with pytest.raises(ValueError, match=r"logits must have shape \(batch, n_classes\) with both"):
+        softmax_cross_entropy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))  # mean of nothing
+    with pytest.raises(ValueError, match=r"y_hat must have shape \(batch, k\) with both"):
+        mse_loss(torch.zeros(0, 2), torch.zeros(0, 2), reduction="mean")
+    with pytest.raises(ValueError, match="y has dtype torch.float64 on cpu, but y_hat has dtype torch.float32"):
+        mse_loss(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.float64))
+    net.forward(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="grad_output has dtype torch.float64 on cpu, but the output"):
+        net.backward(torch.zeros(4, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="activation must be one of"):
         MLP([3, 2], activation="gelu")
     with pytest.raises(ValueError, match="output_activation must be one of"):
@@ -226,3 +253,8 @@ def test_error_messages():
         MLP.from_torch(nn.Sequential(nn.Linear(3, 2, bias=False)))
     with pytest.raises(ValueError, match="same activation"):
         MLP.from_torch(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)))
+    broken = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        broken[2].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="nn.Linear number 1 has NaN or inf weights"):
+        MLP.from_torch(broken)
