@@ -10,6 +10,7 @@ encoder, hidden size 384, ~22.7 M parameters); nothing is downloaded::
 from __future__ import annotations
 
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,16 +55,26 @@ def load_minilm():
 
 
 @torch.no_grad()
-def minilm_attentions(sentence: str):
+def minilm_attentions(sentence: str, truncation: bool = False):
     """Run MiniLM on one sentence.
 
     Returns ``(tokens, attentions)``: the WordPiece tokens (with [CLS] and [SEP]) and a
     list over the 6 layers of (1, 12, T, T) attention weights; each row sums to 1.
+    The model has 512 positions: a longer sentence raises ``ValueError``, unless
+    ``truncation=True``, which keeps the first 512 tokens ([SEP] last) and warns.
     """
     if not isinstance(sentence, str) or not sentence.strip():
         raise ValueError(f"sentence must be a non-empty string, got {sentence!r}")
     model, tokenizer = load_minilm()
-    enc = tokenizer(sentence, return_tensors="pt")
+    limit = model.config.max_position_embeddings
+    n = len(tokenizer(sentence, verbose=False)["input_ids"])  # with [CLS] and [SEP]
+    if n > limit and not truncation:
+        raise ValueError(f"sentence has {n} tokens (with [CLS] and [SEP]) but MiniLM reads at "
+                         f"most {limit}; shorten it, or pass truncation=True to keep the first {limit}")
+    if n > limit:
+        warnings.warn(f"sentence has {n} tokens; MiniLM reads at most {limit}: keeping the first "
+                      f"{limit}", stacklevel=2)
+    enc = tokenizer(sentence, return_tensors="pt", truncation=True, max_length=limit)
     out = model(**enc, output_attentions=True)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
     attentions = [a.detach() for a in out.attentions]

@@ -1,129 +1,43 @@
 """The Transformer: blocks of attention and feed-forward layers with residuals and LayerNorm.
 
-The parts (LayerNorm, positions, feed-forward, the block) and :class:`GPT`, a decoder-only
-language model (Radford et al. 2019) with a :class:`KVCache` for fast token-by-token
-decoding. The encoder-decoder built from the same parts is in :mod:`lmcore.seq2seq`.
-
-Attention itself lives in :mod:`lmcore.attention`; this module only wires it up.
+:class:`GPT`, a decoder-only language model (Radford et al. 2019), built from
+:class:`Block` s, with a :class:`KVCache` for fast token-by-token decoding, and two sizes in
+closed form: :func:`gpt_param_count` and :func:`kv_cache_bytes`. The parts (LayerNorm,
+positions, feed-forward) are in :mod:`lmcore.layers`, attention in :mod:`lmcore.attention`;
+the encoder-decoder built from the same parts is in :mod:`lmcore.seq2seq`.
 Shapes: B batch, T query length, S key length, E = n_embd, H heads, D = E // H.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .attention import causal_mask, scaled_dot_product_attention
+from .layers import (
+    FeedForward,
+    LayerNorm,
+    LearnedPositions,
+    SinusoidalPositions,
+    check_ids,
+    check_int,
+    check_probability,
+    check_targets,
+    dropout_layer,
+    init_weights,
+    make_positions,
+    token_cross_entropy,
+)
 
-
-class LayerNorm(nn.Module):
-    """Normalise the last dimension to mean 0, variance 1, then scale and shift.
-
-    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the biased variance
-    (divide by E, not E - 1), exactly as ``torch.nn.LayerNorm``. x: (..., E) -> (..., E).
-
-    ``fused=True`` computes the same function with PyTorch's single fused kernel
-    (``F.layer_norm``): the models use it for speed, the way attention uses the fused
-    ``F.scaled_dot_product_attention``; the tests check that both paths agree.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True, fused: bool = False):
-        super().__init__()
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        self.dim, self.eps, self.fused = dim, eps, fused
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"x has last dimension {x.shape[-1]}, expected dim={self.dim}")
-        if self.fused:
-            return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
-        mean = x.mean(dim=-1, keepdim=True)
-        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)  # biased, like nn.LayerNorm
-        y = (x - mean) / torch.sqrt(var + self.eps) * self.weight
-        return y + self.bias if self.bias is not None else y
-
-    @classmethod
-    def from_torch(cls, ln: nn.LayerNorm) -> "LayerNorm":
-        """Copy the parameters of a ``torch.nn.LayerNorm`` over the last dimension."""
-        if not isinstance(ln, nn.LayerNorm) or len(ln.normalized_shape) != 1:
-            raise TypeError("ln must be a torch.nn.LayerNorm over one (the last) dimension")
-        out = cls(ln.normalized_shape[0], eps=ln.eps, bias=ln.bias is not None)
-        with torch.no_grad():
-            if ln.weight is not None:
-                out.weight.copy_(ln.weight)
-            if ln.bias is not None:
-                out.bias.copy_(ln.bias)
-        return out
-
-
-class LearnedPositions(nn.Module):
-    """One trained vector per position (GPT-2). positions: (T,) int -> (T, E)."""
-
-    def __init__(self, max_len: int, dim: int):
-        super().__init__()
-        self.max_len = max_len
-        self.weight = nn.Parameter(torch.zeros(max_len, dim))
-        nn.init.normal_(self.weight, std=0.02)
-
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return F.embedding(positions, self.weight)
-
-
-class SinusoidalPositions(nn.Module):
-    """Fixed vectors of Vaswani et al. (2017). positions: (T,) int -> (T, E).
-
-    PE[p, 2i] = sin(p / 10000^(2i/E)),  PE[p, 2i+1] = cos(p / 10000^(2i/E)).
-    """
-
-    def __init__(self, max_len: int, dim: int, base: float = 10000.0):
-        super().__init__()
-        if dim % 2:
-            raise ValueError(f"sinusoidal positions need an even dim, got dim={dim}")
-        self.max_len = max_len
-        pos = torch.arange(max_len, dtype=torch.float64)[:, None]
-        freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (E/2,)
-        table = torch.zeros(max_len, dim, dtype=torch.float64)
-        table[:, 0::2] = torch.sin(pos * freq)
-        table[:, 1::2] = torch.cos(pos * freq)
-        self.register_buffer("table", table.float(), persistent=False)
-
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.table[positions]
-
-
-def _positions(kind: str, max_len: int, dim: int) -> nn.Module:
-    if kind == "learned":
-        return LearnedPositions(max_len, dim)
-    if kind == "sinusoidal":
-        return SinusoidalPositions(max_len, dim)
-    raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {kind!r}")
-
-
-def _dropout(p: float) -> nn.Module:
-    """``nn.Dropout(p)``, or for ``p = 0`` an ``nn.Identity`` that skips a no-op call per use."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
-class FeedForward(nn.Module):
-    """Position-wise MLP: Linear(E, 4E) -> GELU -> Linear(4E, E) -> Dropout. (B, T, E) -> (B, T, E)."""
-
-    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True, hidden: int | None = None):
-        super().__init__()
-        hidden = hidden or 4 * n_embd
-        self.fc = nn.Linear(n_embd, hidden, bias=bias)
-        self.act = nn.GELU()
-        self.proj = nn.Linear(hidden, n_embd, bias=bias)  # a residual projection
-        self.drop = _dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(self.act(self.fc(x))))
+__all__ = [  # the model, and the parts it is built from (re-exported from lmcore.layers)
+    "GPT", "Block", "CausalSelfAttention", "FeedForward", "GPTConfig", "GPTOutput", "KVCache",
+    "LayerNorm", "LearnedPositions", "SinusoidalPositions", "check_ids", "gpt_param_count",
+    "kv_cache_bytes",
+]
 
 
 class KVCache:
@@ -134,13 +48,13 @@ class KVCache:
     """
 
     def __init__(self, n_layer: int):
-        self.n_layer = n_layer
+        self.n_layer = check_int("n_layer", n_layer)
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (start a new sequence)."""
-        self.keys: list[Optional[torch.Tensor]] = [None] * self.n_layer
-        self.values: list[Optional[torch.Tensor]] = [None] * self.n_layer
+        self.keys: list[torch.Tensor | None] = [None] * self.n_layer
+        self.values: list[torch.Tensor | None] = [None] * self.n_layer
 
     @property
     def length(self) -> int:
@@ -148,7 +62,7 @@ class KVCache:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
     @property
-    def batch_size(self) -> Optional[int]:
+    def batch_size(self) -> int | None:
         return None if self.keys[0] is None else self.keys[0].shape[0]
 
     def crop(self, n: int) -> None:
@@ -169,6 +83,7 @@ class KVCache:
         return k, v
 
 
+
 class CausalSelfAttention(nn.Module):
     """Masked multi-head self-attention with one fused q/k/v projection and an optional cache.
 
@@ -177,12 +92,13 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        if n_embd % n_head:
+        if check_int("n_embd", n_embd) % check_int("n_head", n_head):
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
-        self.n_head, self.head_dim, self.dropout = n_head, n_embd // n_head, dropout
+        self.n_head, self.head_dim = n_head, n_embd // n_head
+        self.dropout = check_probability("dropout", dropout)
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # one matmul for q, k and v
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)  # a residual projection
-        self.drop = _dropout(dropout)
+        self.drop = dropout_layer(dropout)
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights: bool = False):
         B, T, E = x.shape
@@ -192,11 +108,13 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)
         S = k.shape[2]
         p = self.dropout if self.training else 0.0
-        if not need_weights and (S == T or T == 1):
-            # Fast path: the fused kernel. For S == T its built-in causal mask (no mask tensor);
-            # a single new token (a decode step, S > 1 with the cache) sees every key: no mask.
-            # (is_causal would be wrong there: torch aligns its mask top-left, so query 0 sees key 0.)
-            out, w = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1), None
+        # Fast paths: the fused kernel, with no mask tensor. For S == T its built-in causal
+        # mask; a single new token (a decode step, S > 1 with the cache) sees every key.
+        # (is_causal would be wrong there: torch aligns its mask top-left, so query 0 sees key 0.)
+        if not need_weights and S == T:
+            out, w = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
+        elif not need_weights and T == 1:
+            out, w = F.scaled_dot_product_attention(q, k, v, dropout_p=p), None
         else:
             # Query i (absolute position S-T+i) sees keys 0..S-T+i; a single new token sees all.
             mask = None if T == 1 else causal_mask(T, S, device=x.device)
@@ -220,7 +138,9 @@ class Block(nn.Module):
 
     Pre-LN keeps an un-normalised "residual stream" from input to output, so gradients
     reach early layers directly and training is stable without learning-rate warm-up
-    (Xiong et al. 2020). x: (B, T, E) -> (B, T, E).
+    (Xiong et al. 2020). x: (B, T, E) -> (B, T, E). The same function as
+    ``nn.TransformerEncoderLayer(E, H, 4E, dropout, "gelu", batch_first=True,
+    norm_first=norm_first)`` with a causal mask (tested with copied weights).
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
@@ -254,23 +174,22 @@ class GPTConfig:
     tie_weights: bool = True  # lm_head.weight is the token embedding (Press & Wolf 2017)
     positions: str = "learned"  # or "sinusoidal"
 
+    def __post_init__(self):  # every size checked here, before anything is built
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            check_int(name, getattr(self, name))
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        check_probability("dropout", self.dropout)
+        if self.positions not in ("learned", "sinusoidal"):
+            raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {self.positions!r}")
+        if self.positions == "sinusoidal" and self.n_embd % 2:
+            raise ValueError(f"sinusoidal positions need an even n_embd, got {self.n_embd}")
+
 
 class GPTOutput(NamedTuple):
     logits: torch.Tensor  # (B, T, vocab_size)
-    loss: Optional[torch.Tensor]  # scalar mean cross-entropy, or None without targets
-    attentions: Optional[list]  # per layer (B, H, T, S), or None
-
-
-def check_ids(name: str, ids, vocab_size: int) -> None:
-    """Raise a clear error unless ``ids`` is a (B, T) integer tensor with values in [0, vocab_size)."""
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
-        raise ValueError(f"{name} must be a (batch, seq) tensor of token ids, got "
-                         f"{type(ids).__name__} with shape {tuple(getattr(ids, 'shape', ()))}")
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}")
-    if ids.numel() and bool(((ids < 0) | (ids >= vocab_size)).any()):  # one sync, not two
-        raise ValueError(f"{name} has token ids in [{int(ids.min())}, {int(ids.max())}], "
-                         f"expected 0 <= id < vocab_size={vocab_size}")
+    loss: torch.Tensor | None  # scalar mean cross-entropy, or None without targets
+    attentions: list | None  # per layer (B, H, T, S), or None
 
 
 class GPT(nn.Module):
@@ -282,59 +201,63 @@ class GPT(nn.Module):
             raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        self.wpe = _positions(c.positions, c.block_size, c.n_embd)
-        self.drop = _dropout(c.dropout)
+        self.wpe = make_positions(c.positions, c.block_size, c.n_embd)
+        self.drop = dropout_layer(c.dropout)
         self.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout, c.bias) for _ in range(c.n_layer))
         self.ln_f = LayerNorm(c.n_embd, bias=c.bias, fused=True)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.wte.weight  # one matrix reads and writes tokens
-        self.apply(_init_weights)
+        self.apply(init_weights)
         for name, p in self.named_parameters():  # residual projections: keep the stream's variance
-            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+            if name.endswith(("attn.proj.weight", "mlp.proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layer)
 
-    def forward(self, idx, targets=None, *, cache: KVCache | None = None, need_weights: bool = False,
-                validate: bool = True) -> GPTOutput:
-        """idx: (B, T) new token ids; targets: (B, T), -100 = ignore.
+    def forward(self, idx, targets=None, *, cache: KVCache | None = None,
+                need_weights: bool = False, validate: bool = True) -> GPTOutput:
+        """idx: (B, T) token ids; targets: (B, T) next ids, -100 = not scored.
 
-        With a ``cache``, positions continue at ``cache.length`` and the new keys/values are
-        appended to it. ``validate=False`` skips the check that every id is < vocab_size (it
-        waits for the device), for callers whose ids are known to be valid, like the decoding loop.
+        loss: mean cross-entropy over the scored targets; 0 (not NaN) if none is scored.
+        With a ``cache``, positions continue at ``cache.length`` and the new keys and values
+        are appended to it. ``validate=False`` skips the id checks that wait for the device.
         """
+        self.check_inputs(idx, targets, cache, validate)
+        start = 0 if cache is None else cache.length
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        attentions = []
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, cache, i, need_weights)
+            attentions.append(w)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None if targets is None else token_cross_entropy(logits, targets)
+        return GPTOutput(logits, loss, attentions if need_weights else None)
+
+    def check_inputs(self, idx, targets=None, cache=None, validate: bool = True) -> None:
+        """Raise a clear error unless ``forward`` can run on these arguments. ``validate=False``
+        skips the checks of the id values (they wait for the device)."""
         c = self.config
-        if validate:
-            check_ids("idx", idx, c.vocab_size)
+        check_ids("idx", idx, c.vocab_size, values=validate)
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
+        start = 0
+        if cache is not None:
+            if not isinstance(cache, KVCache) or cache.n_layer != c.n_layer:
+                raise TypeError(f"cache must be a KVCache for n_layer={c.n_layer} (model.new_cache()),"
+                                f" got {type(cache).__name__}")
+            if cache.batch_size not in (None, B):
+                raise ValueError(f"idx has batch size {B} but the cache holds batch size {cache.batch_size}")
+            start = cache.length
         if start + T > c.block_size:
             where = f" + cache.length {start}" if cache is not None else ""
             raise ValueError(
                 f"sequence length {T}{where} = {start + T} exceeds block_size={c.block_size}; "
                 f"crop the context to its last {c.block_size} tokens"
-                + (" (reset the cache and re-run the cropped context)" if cache is not None else "")
-            )
-        if cache is not None and cache.batch_size not in (None, B):
-            raise ValueError(f"idx has batch size {B} but the cache holds batch size {cache.batch_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
-        attentions = [] if need_weights else None
-        for i, block in enumerate(self.blocks):
-            x, w = block(x, cache, i, need_weights)
-            if need_weights:
-                attentions.append(w)
-        logits = self.lm_head(self.ln_f(x))
-        loss = None
+                + (" (reset the cache and re-run the cropped context)" if cache is not None else ""))
         if targets is not None:
-            if not isinstance(targets, torch.Tensor) or targets.shape != idx.shape:
-                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
-                                 f"{tuple(getattr(targets, 'shape', ()))}")
-            # CrossEntropy wants (N, V) logits and (N,) targets: flatten batch and time.
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-100)
-        return GPTOutput(logits, loss, attentions)
+            check_targets("targets", targets, idx.shape, c.vocab_size, values=validate)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters (a tied matrix counts once).
@@ -351,8 +274,31 @@ class GPT(nn.Module):
         return n
 
 
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
+def gpt_param_count(config: GPTConfig) -> int:
+    """Parameters of ``GPT(config)`` in closed form, without building it (= ``num_params()``).
+
+    Tokens V*E, learned positions T*E (sinusoidal ones are not trained), per block
+    12E^2 + 13E (qkv 3E^2+3E, proj E^2+E, MLP 8E^2+5E, two LayerNorms 4E; 12E^2 + 2E
+    without biases), the final LayerNorm 2E, and V*E more if the head is not tied.
+    """
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+    V, T, L, E = config.vocab_size, config.block_size, config.n_layer, config.n_embd
+    ln = 2 * E if config.bias else E
+    per_block = 12 * E * E + (9 * E if config.bias else 0) + 2 * ln
+    n = V * E + L * per_block + ln
+    n += T * E if config.positions == "learned" else 0
+    return n + (0 if config.tie_weights else V * E)
+
+
+def kv_cache_bytes(n_layer: int, n_embd: int, seq_len: int, batch: int = 1,
+                   bytes_per_value: int = 4) -> int:
+    """Bytes a :class:`KVCache` holds: 2 tensors (K and V) per layer of batch x seq_len x n_embd.
+
+    ``n_embd`` = n_head x head_dim; ``bytes_per_value`` 4 for float32, 2 for float16/bf16.
+    """
+    for name, v in (("n_layer", n_layer), ("n_embd", n_embd), ("batch", batch),
+                    ("bytes_per_value", bytes_per_value)):
+        check_int(name, v)
+    check_int("seq_len", seq_len, 0)
+    return 2 * n_layer * batch * seq_len * n_embd * bytes_per_value

