@@ -21,10 +21,13 @@ from ``np.unique`` over ``(id of its (j-1)-gram prefix) * V + token``, so keys s
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from .device import check_seed
 
 SMOOTHINGS = ("add-k", "interpolated", "none")
 
@@ -39,14 +42,16 @@ class NGramLM:
         "".join(lm.sample(100, context="ROMEO:", seed=0))
     """
 
-    def __init__(self, n: int, smoothing: str = "interpolated", k: float = 1.0, lam: float | None = None):
+    def __init__(self, n: int, smoothing: str = "interpolated", k: float = 1.0,
+                 lam: float | None = None):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be an int >= 1 (1 = unigram, 2 = bigram, ...), got {n!r}")
         if smoothing not in SMOOTHINGS:
             raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
-        if smoothing == "add-k" and not k > 0:
-            raise ValueError(f"k must be > 0 for add-k smoothing, got {k!r} (use smoothing='none' for no smoothing)")
-        if lam is not None and not 0 < lam <= 1:
+        if not _is_real(k) or not 0 < k < math.inf:
+            raise ValueError(f"k must be a finite number > 0 (add-k pseudo-count), got {k!r}"
+                             " (use smoothing='none' for no smoothing)")
+        if lam is not None and not (_is_real(lam) and 0 < lam <= 1):
             raise ValueError(f"lam must be in (0, 1] or None (Witten-Bell weights), got {lam!r}")
         self.n, self.smoothing, self.k, self.lam = n, smoothing, float(k), lam
         self.vocab: list | None = None
@@ -55,6 +60,7 @@ class NGramLM:
     # ---- fitting -------------------------------------------------------------------
     def _to_ids(self, tokens, name: str) -> np.ndarray:
         """Tokens -> vocabulary indices (vectorised for a str or an integer array/tensor)."""
+        _check_tokens(tokens, name)
         codes = _codes(tokens)
         if codes is not None and self._code_keys is not None:
             pos = np.minimum(np.searchsorted(self._code_keys, codes), len(self._code_keys) - 1)
@@ -64,20 +70,15 @@ class NGramLM:
         try:
             return np.fromiter((self.index[t] for t in seq), dtype=np.int64, count=len(seq))
         except (KeyError, TypeError):
-            missing = sorted({t for t in seq if t not in self.index}, key=repr)
+            missing = sorted({repr(t) for t in seq if not _in(t, self.index)})
             raise ValueError(
                 f"{name} contains {len(missing)} token(s) not in the model's vocabulary, e.g. "
-                f"{missing[:5]!r}; pass vocab= (e.g. the set of the whole corpus) to fit()"
+                f"{', '.join(missing[:5])}; pass vocab= (e.g. the set of the whole corpus) "
+                "to fit()"
             ) from None
 
-    def fit(self, tokens, vocab: Sequence | None = None) -> "NGramLM":
-        """Count all j-grams, j = 1..n, in ``tokens`` (a str, a list, or a 1-D tensor).
-
-        ``vocab`` (default: the sorted set of ``tokens``) is the set the probabilities
-        range over; give the whole corpus's set so validation tokens are all in it.
-        """
-        if len(tokens) == 0:
-            raise ValueError("tokens is empty: an n-gram model needs a training text to count")
+    def _set_vocab(self, tokens, vocab) -> None:
+        """The vocabulary (default: sorted set of tokens), its index, and numeric keys."""
         if vocab is None:
             codes = _codes(tokens)
             if isinstance(tokens, str):
@@ -85,7 +86,9 @@ class NGramLM:
             elif codes is not None:
                 vocab = np.unique(codes).tolist()
             else:
-                vocab = sorted(set(tokens.tolist() if hasattr(tokens, "tolist") else tokens), key=_sort_key)
+                vocab = sorted(set(tokens.tolist() if hasattr(tokens, "tolist") else tokens),
+                               key=_sort_key)
+        _check_tokens(vocab, "vocab")
         self.vocab = list(vocab)
         if len(set(self.vocab)) != len(self.vocab):
             raise ValueError("vocab must not contain repeated tokens")
@@ -97,10 +100,20 @@ class NGramLM:
         elif all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in self.vocab):
             keys = np.array(self.vocab, dtype=np.int64)
         else:
-            keys = None
-        if keys is not None:
-            order = np.argsort(keys)
-            self._code_keys, self._code_ids = keys[order], order.astype(np.int64)
+            return
+        order = np.argsort(keys)
+        self._code_keys, self._code_ids = keys[order], order.astype(np.int64)
+
+    def fit(self, tokens, vocab: Sequence | None = None) -> NGramLM:
+        """Count all j-grams, j = 1..n, in ``tokens`` (a str, a list, or a 1-D tensor).
+
+        ``vocab`` (default: the sorted set of ``tokens``) is the set the probabilities
+        range over; give the whole corpus's set so validation tokens are all in it.
+        """
+        _check_tokens(tokens, "tokens")
+        if len(tokens) == 0:
+            raise ValueError("tokens is empty: an n-gram model needs a training text to count")
+        self._set_vocab(tokens, vocab)
         ids = self._to_ids(tokens, "tokens")
         V, N = len(self.vocab), len(ids)
         self.n_tokens = N
@@ -121,7 +134,7 @@ class NGramLM:
         return self
 
     def with_options(self, n: int | None = None, smoothing: str | None = None,
-                     k: float | None = None, lam: float | None = None) -> "NGramLM":
+                     k: float | None = None, lam: float | None = None) -> NGramLM:
         """A model sharing this one's counts with a smaller ``n`` or other smoothing, so
         one ``fit`` with the largest n serves every n <= it (no recounting)."""
         self._check_fitted()
@@ -209,6 +222,7 @@ class NGramLM:
         (except with ``smoothing="none"`` after an unseen context: all zeros).
         Only the last ``n - 1`` tokens of ``context`` matter."""
         self._check_fitted()
+        _check_tokens(context, "context")
         context = list(context)[-(self.n - 1):] if self.n > 1 else []
         ids = self._to_ids(context, "context")
         ctx = [0]
@@ -253,19 +267,31 @@ class NGramLM:
                generator: torch.Generator | None = None, temperature: float = 1.0) -> list:
         """Draw ``length`` tokens one at a time, each from ``next_distribution`` of what came
         before (``context`` + tokens drawn so far). ``temperature`` < 1 sharpens, > 1 flattens
-        (p ** (1 / temperature), renormalised). Returns the new tokens only."""
+        (p ** (1 / temperature), renormalised). Returns the new tokens only. Randomness: a
+        ``seed`` or a CPU ``generator`` makes the draw repeatable; with neither, torch's
+        global generator is used (like ``torch.multinomial``), so each call differs."""
         self._check_fitted()
-        if not isinstance(length, int) or length < 0:
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
             raise ValueError(f"length must be an int >= 0, got {length!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        if not (_is_real(temperature) and 0 < temperature < math.inf):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if seed is not None:
+            seed = check_seed(seed)  # an int in [0, 2**64), or a clear error
+        if seed is not None and generator is not None:
+            raise ValueError("give seed or generator, not both")
+        if generator is not None and (not isinstance(generator, torch.Generator)
+                                      or generator.device.type != "cpu"):
+            raise ValueError(f"generator must be a CPU torch.Generator (n-gram sampling runs "
+                             f"on the CPU), got {generator!r}")
+        if seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        _check_tokens(context, "context")
         history, out = list(context), []
         for _ in range(length):
             p = self.next_distribution(history[-(self.n - 1):] if self.n > 1 else [])
             if p.sum() <= 0:
-                raise ValueError(f"no token has probability > 0 after context {history[-(self.n - 1):]!r} (smoothing='none')")
+                raise ValueError(f"no token has probability > 0 after context "
+                                 f"{history[-(self.n - 1):]!r} (smoothing='none')")
             if temperature != 1.0:  # p ** (1/T) computed in log space, max first: no underflow
                 with np.errstate(divide="ignore"):
                     logp = np.log(p)
@@ -293,3 +319,34 @@ def _codes(tokens) -> np.ndarray | None:
 
 def _sort_key(t):
     return (type(t).__name__, t)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _in(t, index: dict) -> bool:
+    try:
+        return t in index
+    except TypeError:  # unhashable
+        return False
+
+
+def _check_tokens(tokens, name: str) -> None:
+    """A str, a list/tuple/range of hashable tokens, or a 1-D integer tensor/array."""
+    if isinstance(tokens, (torch.Tensor, np.ndarray)):
+        dt = tokens.dtype
+        integer = (np.issubdtype(dt, np.integer) if isinstance(tokens, np.ndarray) else
+                   not (dt.is_floating_point or dt.is_complex or dt == torch.bool))
+        if tokens.ndim != 1 or not integer:
+            raise ValueError(f"{name} must be a 1-D integer tensor/array of token ids, got "
+                             f"shape {tuple(tokens.shape)} and dtype {dt}")
+        return
+    if not isinstance(tokens, (str, list, tuple, range)):
+        raise TypeError(f"{name} must be a str, a list of tokens or a 1-D tensor of ids, "
+                        f"got {type(tokens).__name__}")
+    if not isinstance(tokens, str):
+        bad = next((t for t in tokens if getattr(t, "__hash__", None) is None), None)
+        if bad is not None:
+            raise TypeError(f"{name} must hold hashable tokens (characters, strings, "
+                            f"ints), got {bad!r:.40} ({type(bad).__name__})")

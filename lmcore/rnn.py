@@ -2,8 +2,9 @@
 
 Parameters are laid out exactly as in ``torch.nn``: ``weight_ih`` is ``(gates*H, I)``,
 ``weight_hh`` is ``(gates*H, H)``, ``bias_ih`` and ``bias_hh`` are ``(gates*H,)``, with the
-gates stacked in torch's order (LSTM: i, f, g, o; GRU: r, z, n). So ``from_torch`` is a copy
-and the tests can demand equal outputs and gradients.
+gates stacked in torch's order (LSTM: i, f, g, o; GRU: r, z, n). The layers take torch's
+arguments with torch's defaults and meaning (``batch_first=False``, ``dropout`` between
+layers), so ``from_torch`` is a copy and the tests can demand equal outputs and gradients.
 
 Speed: the input part ``x_t @ W_ih^T + b`` does not depend on the previous state, so the
 layers compute it for all time steps in one matmul and loop over time only for ``h @ W_hh^T``.
@@ -11,18 +12,31 @@ layers compute it for all time steps in one matmul and loop over time only for `
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 
 
 def _check_size(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_like(name: str, x, weight: torch.Tensor) -> None:
+    """``x`` must be a float tensor with the weights' dtype and device."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the weights are {weight.dtype}; "
+                        f"convert it with .to({weight.dtype}) (or the layer with .to(dtype))")
+    if x.device != weight.device:
+        raise ValueError(f"{name} is on {x.device} but the weights are on {weight.device}; "
+                         "move one of them with .to(device)")
 
 
 class _Cell(nn.Module):
@@ -51,28 +65,36 @@ class _Cell(nn.Module):
         b = self.bias_ih if self.kind == "gru" else self.bias_ih + self.bias_hh
         return F.linear(x, self.weight_ih, b)
 
-    def forward(self, x, h=None):
-        """x: (batch, I) or (I,); h: same shape with H features, zeros if None -> h'.
-        (LSTMCell overrides this: its state is a pair.)"""
-        self._check(x, {"h": h})
-        h = x.new_zeros(*x.shape[:-1], self.hidden_size) if h is None else h
+    def forward(self, x, hx=None):
+        """x: (batch, I) or (I,); hx: same shape with H features (zeros if None) -> h'.
+        LSTMCell takes and returns a pair (h, c)."""
+        states = self._check(x, hx)
         squeeze = x.dim() == 1
-        x, h = (x[None], h[None]) if squeeze else (x, h)
-        out = self.step(self.project_input(x), h)[0]
-        return out[0] if squeeze else out
+        if squeeze:
+            x, states = x[None], [s[None] for s in states]
+        out = self.step(self.project_input(x), *states)
+        out = out[:2] if self.kind == "lstm" else out[:1]
+        out = tuple(s[0] for s in out) if squeeze else out
+        return out if self.kind == "lstm" else out[0]
 
-    def _check(self, x: torch.Tensor, states: dict) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    def _check(self, x, hx) -> list:
+        _check_like("input", x, self.weight_ih)
         if x.dim() not in (1, 2) or x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input must have shape (batch, {self.input_size}) or ({self.input_size},), "
-                f"got {tuple(x.shape)}"
-            )
-        want = (*x.shape[:-1], self.hidden_size)
-        for name, s in states.items():
-            if s is not None and tuple(s.shape) != want:
-                raise ValueError(f"{name} must have shape {want}, got {tuple(s.shape)}")
+            raise ValueError(f"input must have shape (batch, {self.input_size}) or "
+                             f"({self.input_size},), got {tuple(x.shape)}")
+        names = ("h", "c") if self.kind == "lstm" else ("h",)
+        if self.kind == "lstm" and hx is not None and not (isinstance(hx, (tuple, list))
+                                                           and len(hx) == 2):
+            raise ValueError("hx of an LSTMCell must be a pair (h, c) or None")
+        hx = (None,) * len(names) if hx is None else (hx if self.kind == "lstm" else (hx,))
+        want, states = (*x.shape[:-1], self.hidden_size), []
+        for name, s in zip(names, hx):
+            if s is not None:
+                _check_like(name, s, self.weight_ih)
+                if tuple(s.shape) != want:
+                    raise ValueError(f"{name} must have shape {want}, got {tuple(s.shape)}")
+            states.append(x.new_zeros(want) if s is None else s)
+        return states
 
 
 class RNNCell(_Cell):
@@ -93,7 +115,6 @@ class RNNCell(_Cell):
         """gi: (batch, H) precomputed input projection; h: (batch, H) -> (h', {})."""
         pre = torch.addmm(gi, h, self.weight_hh.t())
         return (torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)), {}
-
 
 
 class LSTMCell(_Cell):
@@ -119,18 +140,6 @@ class LSTMCell(_Cell):
         h = o * torch.tanh(c)
         return h, c, {"i": i, "f": f, "g": g, "o": o, "c": c}
 
-    def forward(self, x, state=None):
-        h, c = (None, None) if state is None else state
-        self._check(x, {"h": h, "c": c})
-        zeros = x.new_zeros(*x.shape[:-1], self.hidden_size)
-        h = zeros if h is None else h
-        c = zeros if c is None else c
-        squeeze = x.dim() == 1
-        if squeeze:
-            x, h, c = x[None], h[None], c[None]
-        h, c, _ = self.step(self.project_input(x), h, c)
-        return (h[0], c[0]) if squeeze else (h, c)
-
 
 class GRUCell(_Cell):
     """GRU cell with torch's gate order r, z, n (reset, update, new):
@@ -148,13 +157,12 @@ class GRUCell(_Cell):
     def step(self, gi, h):
         """gi: (batch, 3H) precomputed input projection (with b_ih) -> (h', gates)."""
         H = self.hidden_size
-        gh = h @ self.weight_hh.t() if self.bias_hh is None else torch.addmm(self.bias_hh, h, self.weight_hh.t())
+        gh = F.linear(h, self.weight_hh, self.bias_hh)  # b_hn stays inside r * (...)
         rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
         r, z = rz[:, :H], rz[:, H:]
         n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
         h = n + z * (h - n)  # = (1 - z) * n + z * h, one op fewer
         return h, {"r": r, "z": z, "n": n}
-
 
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
@@ -163,75 +171,47 @@ CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 class _Recurrent(nn.Module):
     """A stack of cells unrolled over time, with torch.nn.RNN/LSTM/GRU's interface.
 
-    input: (batch, seq, I) if batch_first else (seq, batch, I); or (seq, I) unbatched.
+    input: (seq, batch, I), or (batch, seq, I) if batch_first; or (seq, I) unbatched.
     state: (num_layers, batch, H) (LSTM: a pair (h_0, c_0)); or (num_layers, H) unbatched.
-    Returns (output, h_n) / (output, (h_n, c_n)) with output (batch, seq, H) if batch_first.
+    Returns (output, h_n) / (output, (h_n, c_n)) with output in the input's layout.
+    dropout: probability of zeroing each output of every layer but the last, in training.
     """
 
     kind = "rnn"
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, **cell_kw):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, **cell_kw):
         super().__init__()
-        _check_size("num_layers", num_layers)
-        _check_size("input_size", input_size)
-        _check_size("hidden_size", hidden_size)
+        for name, v in (("num_layers", num_layers), ("input_size", input_size),
+                        ("hidden_size", hidden_size)):
+            _check_size(name, v)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
+                or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"dropout={dropout} acts between layers only (as in torch.nn): "
+                          "with num_layers=1 it does nothing", stacklevel=2)
+        if bidirectional or proj_size:
+            raise ValueError(f"bidirectional={bidirectional!r}, proj_size={proj_size!r}: "
+                             "lmcore.rnn reads one direction without projection; expected "
+                             "bidirectional=False and proj_size=0 (use torch.nn for those)")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.batch_first, self.bias = batch_first, bias
-        cell = CELLS[self.kind]
+        self.batch_first, self.bias, self.dropout = batch_first, bias, float(dropout)
         self.cells = nn.ModuleList(
-            cell(input_size if k == 0 else hidden_size, hidden_size, bias, **cell_kw)
+            CELLS[self.kind](input_size if k == 0 else hidden_size, hidden_size, bias, **cell_kw)
             for k in range(num_layers)
         )
-
-    def _layout(self, x):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        names = "(batch, seq, input_size)" if self.batch_first else "(seq, batch, input_size)"
-        if x.dim() not in (2, 3):
-            raise ValueError(
-                f"input must be 3-D {names} with batch_first={self.batch_first}, or 2-D "
-                f"(seq, input_size) unbatched; got {x.dim()}-D shape {tuple(x.shape)}"
-            )
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input's last dimension must be input_size={self.input_size}, got shape {tuple(x.shape)}"
-            )
-        unbatched = x.dim() == 2
-        x = x[:, None] if unbatched else (x.transpose(0, 1) if self.batch_first else x)
-        if x.shape[0] == 0:
-            raise ValueError(f"input has an empty sequence: shape {tuple(x.shape)}")
-        return x, unbatched  # x is now time-major: (seq, batch, I)
-
-    def _state(self, s, name, x_tm, unbatched):
-        L, B, H = self.num_layers, x_tm.shape[1], self.hidden_size
-        if s is None:
-            return x_tm.new_zeros(L, B, H)
-        want = (L, H) if unbatched else (L, B, H)
-        if not isinstance(s, torch.Tensor) or tuple(s.shape) != want:
-            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-            hint = ""
-            if not unbatched and isinstance(s, torch.Tensor) and s.dim() == 3 and s.shape[1] == x_tm.shape[0]:
-                hint = (f" (its batch size matches the input's sequence length: is batch_first="
-                        f"{self.batch_first} the layout of your input?)")
-            raise ValueError(f"{name} must have shape (num_layers, batch, hidden_size) = {want}, got {got}{hint}")
-        return s[:, None] if unbatched else s
 
     def forward(self, input, hx=None, return_gates=False):
         """See the class docstring. ``return_gates=True`` also returns a list (one per layer)
         of dicts of gate activations, each (batch, seq, H) in the output's layout."""
-        x, unbatched = self._layout(input)
-        if self.kind == "lstm":
-            if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                raise ValueError("hx of an LSTM must be a pair (h_0, c_0), each (num_layers, batch, hidden_size)")
-            h0, c0 = (None, None) if hx is None else hx
-            h0, c0 = self._state(h0, "h_0", x, unbatched), self._state(c0, "c_0", x, unbatched)
-        else:
-            h0 = self._state(hx, "h_0", x, unbatched)
+        x, h0, c0, unbatched = self._prepare(input, hx)  # x: (seq, batch, I)
         h_n, c_n, all_gates = [], [], []
         for k, cell in enumerate(self.cells):
+            if k > 0 and self.training and self.dropout > 0:  # between layers, like torch
+                x = F.dropout(x, self.dropout)
             gi = cell.project_input(x).unbind(0)  # all time steps at once: seq x (batch, G*H)
-            h, outs, trace = h0[k], [], []
-            c = c0[k] if self.kind == "lstm" else None
+            h, c, outs, trace = h0[k], c0[k], [], []
             for t in range(len(gi)):
                 if self.kind == "lstm":
                     h, c, gates = cell.step(gi[t], h, c)
@@ -245,35 +225,73 @@ class _Recurrent(nn.Module):
             c_n.append(c)
             if return_gates:
                 all_gates.append({n: self._out(torch.stack([g[n] for g in trace]), unbatched)
-                                  for n in (trace[0] if trace else {})})
-        h_n = torch.stack(h_n)
-        state = h_n[:, 0] if unbatched else h_n
+                                  for n in trace[0]})
+        state = self._out(torch.stack(h_n), unbatched, time_major=False)
         if self.kind == "lstm":
-            c_n = torch.stack(c_n)
-            state = (state, c_n[:, 0] if unbatched else c_n)
+            state = (state, self._out(torch.stack(c_n), unbatched, time_major=False))
         out = self._out(x, unbatched)
         return (out, state, all_gates) if return_gates else (out, state)
 
-    def _out(self, y, unbatched):
-        return y[:, 0] if unbatched else (y.transpose(0, 1) if self.batch_first else y)
+    def _out(self, y, unbatched, time_major=True):
+        if unbatched:
+            return y[:, 0]
+        return y.transpose(0, 1) if self.batch_first and time_major else y
+
+    def _prepare(self, x, hx):
+        """Check input and state; return time-major x, per-layer h_0 and c_0, unbatched."""
+        _check_like("input", x, self.cells[0].weight_ih)
+        layout = "(batch, seq, input_size)" if self.batch_first else "(seq, batch, input_size)"
+        if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
+            raise ValueError(f"input must be 3-D {layout} with batch_first={self.batch_first}"
+                             f", or 2-D (seq, input_size) unbatched, with input_size="
+                             f"{self.input_size}; got shape {tuple(x.shape)}")
+        unbatched = x.dim() == 2
+        x = x[:, None] if unbatched else (x.transpose(0, 1) if self.batch_first else x)
+        if x.shape[0] == 0:
+            raise ValueError(f"input has an empty sequence: shape {tuple(x.shape)}")
+        if self.kind == "lstm":
+            if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise ValueError("hx of an LSTM must be a pair (h_0, c_0), each "
+                                 "(num_layers, batch, hidden_size), or None")
+            h0, c0 = (None, None) if hx is None else hx
+            return x, self._state(h0, "h_0", x, unbatched), self._state(c0, "c_0", x,
+                                                                           unbatched), unbatched
+        return x, self._state(hx, "h_0", x, unbatched), [None] * self.num_layers, unbatched
+
+    def _state(self, s, name, x_tm, unbatched):
+        L, B, H = self.num_layers, x_tm.shape[1], self.hidden_size
+        if s is None:
+            return x_tm.new_zeros(L, B, H)
+        want = (L, H) if unbatched else (L, B, H)
+        if isinstance(s, torch.Tensor) and tuple(s.shape) != want:
+            hint = ""
+            if s.dim() == 3 and s.shape[1] == x_tm.shape[0] and not unbatched:
+                hint = (f" (its batch size matches the input's sequence length: is "
+                        f"batch_first={self.batch_first} the layout of your input?)")
+            raise ValueError(f"{name} must have shape (num_layers, batch, hidden_size) = "
+                             f"{want}, got {tuple(s.shape)}{hint}")
+        _check_like(name, s, self.cells[0].weight_ih)
+        return s[:, None] if unbatched else s
 
     @classmethod
     def from_torch(cls, module: nn.Module):
-        """Copy the weights of a ``torch.nn.RNN/LSTM/GRU`` (any num_layers) into a new layer."""
+        """A new layer with the weights and settings of a ``torch.nn.RNN/LSTM/GRU``."""
         expected = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cls.kind]
         if type(module) is not expected:
-            raise TypeError(f"module must be a torch.nn.{expected.__name__}, got {type(module).__name__}")
-        if module.bidirectional or getattr(module, "proj_size", 0):
-            raise ValueError("module must be unidirectional without proj_size: those are not implemented here")
+            raise TypeError(f"module must be a torch.nn.{expected.__name__}, "
+                            f"got {type(module).__name__}")
         kw = {"nonlinearity": module.nonlinearity} if cls.kind == "rnn" else {}
-        new = cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first, **kw)
+        new = cls(module.input_size, module.hidden_size, module.num_layers, bias=module.bias,
+                  batch_first=module.batch_first, dropout=module.dropout,
+                  bidirectional=module.bidirectional, **kw,
+                  **({"proj_size": module.proj_size} if cls.kind == "lstm" else {}))
         new = new.to(dtype=module.weight_ih_l0.dtype, device=module.weight_ih_l0.device)
         with torch.no_grad():
             for k, cell in enumerate(new.cells):
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     if getattr(cell, name) is not None:
                         getattr(cell, name).copy_(getattr(module, f"{name}_l{k}"))
-        return new
+        return new.train(module.training)
 
 
 class RNN(_Recurrent):
@@ -281,8 +299,10 @@ class RNN(_Recurrent):
 
     kind = "rnn"
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, nonlinearity="tanh"):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, nonlinearity=nonlinearity)
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, nonlinearity=nonlinearity)
 
 
 class LSTM(_Recurrent):
@@ -305,12 +325,17 @@ class CharLM(nn.Module):
     ids: (batch, seq) int64 -> logits (batch, seq, vocab_size), state.
     """
 
-    def __init__(self, vocab_size, emb=48, hidden=128, num_layers=1, cell="lstm", impl="torch", dropout=0.0):
+    def __init__(self, vocab_size, emb=48, hidden=128, num_layers=1, cell="lstm",
+                 impl="torch", dropout=0.0):
         super().__init__()
         if cell not in GATES or impl not in ("torch", "scratch"):
-            raise ValueError(f"cell must be one of {list(GATES)} and impl 'torch' or 'scratch', got {cell!r}, {impl!r}")
-        _check_size("vocab_size", vocab_size)
-        self.config = dict(vocab_size=vocab_size, emb=emb, hidden=hidden, num_layers=num_layers, cell=cell)
+            raise ValueError(f"cell must be one of {list(GATES)} and impl 'torch' or "
+                             f"'scratch', got cell={cell!r}, impl={impl!r}")
+        for name, v in (("vocab_size", vocab_size), ("emb", emb), ("hidden", hidden),
+                        ("num_layers", num_layers)):
+            _check_size(name, v)
+        self.config = {"vocab_size": vocab_size, "emb": emb, "hidden": hidden,
+                       "num_layers": num_layers, "cell": cell}
         self.embed = nn.Embedding(vocab_size, emb)
         layer = {"torch": {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU},
                  "scratch": {"rnn": RNN, "lstm": LSTM, "gru": GRU}}[impl][cell]
@@ -319,28 +344,55 @@ class CharLM(nn.Module):
         self.head = nn.Linear(hidden, vocab_size)
 
     def forward(self, ids, state=None):
+        """ids: (batch, seq) token ids -> logits (batch, seq, vocab_size), new state."""
+        self._check_ids(ids)
         out, state = self.rnn(self.embed(ids), state)
         return self.head(self.drop(out)), state
 
-    def to_scratch(self) -> "CharLM":
+    def _check_ids(self, ids) -> None:
+        V = self.config["vocab_size"]
+        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
+            got = ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise TypeError(f"ids must be an int64 tensor (batch, seq) of token ids, got {got}")
+        if ids.dim() != 2 or ids.numel() == 0:
+            raise ValueError(f"ids must have shape (batch, seq) with seq >= 1, "
+                             f"got {tuple(ids.shape)}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= V:
+            raise ValueError(f"ids must be in 0..{V - 1} (vocab_size={V}), "
+                             f"got values from {lo} to {hi}")
+
+    def to_scratch(self) -> CharLM:
         """The same model (same weights, same outputs) with this module's scratch layers."""
         if isinstance(self.rnn, _Recurrent):
             return self
         new = CharLM(**self.config, impl="scratch").to(self.head.weight.device)
-        new.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("rnn.")}, strict=False)
+        new.load_state_dict({k: v for k, v in self.state_dict().items()
+                             if not k.startswith("rnn.")}, strict=False)
         new.rnn = new.rnn.from_torch(self.rnn).to(self.head.weight.device)
         return new.eval()
 
     @torch.no_grad()
     def sample(self, prompt_ids, n, temperature=1.0, generator=None):
-        """Continue ``prompt_ids`` (list of ints) by ``n`` sampled ids, carrying the state."""
+        """Continue ``prompt_ids`` (a non-empty list of ids) by ``n`` sampled ids, carrying
+        the state. Samples on the generator's device (the model's if generator is None)."""
         from .generate import sample_next
 
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be an int >= 0 (how many ids to sample), got {n!r}")
+        if isinstance(prompt_ids, torch.Tensor):
+            prompt_ids = prompt_ids.tolist()
+        if not isinstance(prompt_ids, (list, tuple)) or not prompt_ids or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in prompt_ids):
+            raise ValueError(f"prompt_ids must be a non-empty list of int ids, "
+                             f"got {prompt_ids!r:.80}")
         device = self.head.weight.device
+        where = device if generator is None else generator.device
         logits, state = self(torch.tensor([prompt_ids], device=device))
         out = []
         for _ in range(n):
-            nxt = sample_next(logits[:, -1].float().cpu(), temperature=temperature, generator=generator)
+            nxt = sample_next(logits[:, -1].float().to(where), temperature=temperature,
+                              generator=generator)
             out.append(int(nxt))
             logits, state = self(nxt.view(1, 1).to(device), state)
         return out

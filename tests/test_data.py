@@ -22,6 +22,10 @@ def test_shipped_file_matches_its_provenance(filename):
     assert digest in readme and f"{size:,}" in readme
 
 
+def test_recorded_checksums_match_the_provenance():
+    assert {f: (size, digest) for f, size, digest in CORPORA.values()} == EXPECTED
+
+
 def test_corpora_load():
     assert set(CORPORA) == {"shakespeare", "tang300"}
     assert load_corpus("shakespeare").startswith("First Citizen:")
@@ -56,3 +60,54 @@ def test_batches_are_shifted_windows():
     assert torch.equal(get_batch(data, 8, 4, generator=g2)[0], x)  # seeded → same batch
     with pytest.raises(ValueError, match="block_size=2000"):
         get_batch(data, block_size=2000, batch_size=1)
+
+
+def _copy_assets(tmp_path):
+    for f in ("tiny_shakespeare.txt", "tang300.txt"):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / f).write_bytes((assets_dir() / "data" / f).read_bytes())
+    return tmp_path
+
+
+def test_lmcore_assets_copy_is_used_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMCORE_ASSETS", str(_copy_assets(tmp_path)))
+    assert assets_dir() == tmp_path
+    assert load_corpus("tang300").count("作者：") == 313
+    path = tmp_path / "data" / "tang300.txt"
+    blob = path.read_bytes()
+    path.write_bytes(blob.replace("床".encode(), "牀".encode(), 1))  # same size, one character
+    with pytest.raises(ValueError, match=r"tang300.txt does not match its recorded checksum"):
+        load_corpus("tang300")
+    path.write_bytes(blob + b"\n")
+    with pytest.raises(ValueError, match=r"83,606 bytes .* expected 83,605 bytes"):
+        load_corpus("tang300")
+
+
+def test_lmcore_assets_that_does_not_exist_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("LMCORE_ASSETS", "/nonexistent")
+    with pytest.raises(FileNotFoundError, match=r"LMCORE_ASSETS='/nonexistent' is not"):
+        assets_dir()
+    with pytest.raises(FileNotFoundError, match=r"LMCORE_ASSETS"):
+        load_corpus("shakespeare")
+    monkeypatch.setenv("LMCORE_ASSETS", str(tmp_path))  # exists, but no data/ inside
+    with pytest.raises(FileNotFoundError, match=r"no data/ subfolder"):
+        assets_dir()
+
+
+def test_batches_refuse_float_and_bool_data():
+    with pytest.raises(TypeError, match=r"integer token ids, got dtype torch.float32"):
+        get_batch(torch.tensor([0.5, 1.7, 2.2, 3.9]), block_size=2, batch_size=1)
+    with pytest.raises(TypeError, match=r"dtype torch.bool"):
+        get_batch(torch.ones(10, dtype=torch.bool), block_size=2, batch_size=1)
+    with pytest.raises(TypeError, match=r"dtype torch.float64"):
+        train_val_split(torch.arange(100.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"block_size must be an int >= 1, got 2.5"):
+        get_batch(torch.arange(10), block_size=2.5, batch_size=1)
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 1, got '4'"):
+        get_batch(torch.arange(10), block_size=2, batch_size="4")
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 0.1"):
+        train_val_split(torch.arange(100), "0.1")
+    # int32 ids are fine and come back as int64
+    x, y = get_batch(torch.arange(10, dtype=torch.int32), 3, 2,
+                     generator=torch.Generator().manual_seed(0))
+    assert x.dtype == y.dtype == torch.long

@@ -118,6 +118,19 @@ def test_sample_is_seeded_and_uses_the_vocabulary():
     assert flat.sample(3, temperature=1e-3) == ["a", "a", "a"]
 
 
+def test_sample_without_seed_differs_between_calls_and_follows_torch_seed():
+    """No seed, no generator: torch's global generator, like torch.multinomial. So two
+    calls differ, and torch.manual_seed makes a whole run repeatable."""
+    lm = NGramLM(2).fit("abcdefghij" * 20)
+    a, b = lm.sample(40), lm.sample(40)
+    assert a != b  # a fixed default seed would make them equal
+    torch.manual_seed(3)
+    c = lm.sample(40)
+    torch.manual_seed(3)
+    assert lm.sample(40) == c
+    assert lm.sample(40, seed=5) == lm.sample(40, seed=5) != lm.sample(40, seed=6)
+
+
 def test_unknown_and_unseen_tokens_after_vocab():
     lm = NGramLM(2).fit("abab")
     with pytest.raises(ValueError, match=r"tokens contains 1 token\(s\) not in the model's vocabulary.*'z'.*vocab="):
@@ -133,7 +146,7 @@ def test_bad_inputs():
         NGramLM(2.0)
     with pytest.raises(ValueError, match="smoothing must be one of"):
         NGramLM(2, smoothing="kneser-ney")
-    with pytest.raises(ValueError, match="k must be > 0"):
+    with pytest.raises(ValueError, match="k must be a finite number > 0"):
         NGramLM(2, smoothing="add-k", k=0)
     with pytest.raises(ValueError, match="lam must be in"):
         NGramLM(2, lam=1.5)
@@ -144,7 +157,7 @@ def test_bad_inputs():
     lm = NGramLM(2).fit("abab")
     with pytest.raises(ValueError, match="tokens is empty"):
         lm.perplexity("")
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         lm.sample(5, temperature=0)
     with pytest.raises(ValueError, match="length must be an int >= 0"):
         lm.sample(-1)

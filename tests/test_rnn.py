@@ -67,8 +67,9 @@ def test_layer_matches_torch(kind, B, T, I, H, L, batch_first, with_state, extra
             if p is None:
                 assert not hasattr(ref, f"{name}_l{k}") or getattr(ref, f"{name}_l{k}") is None
                 continue
-            torch.testing.assert_close(p.grad, getattr(ref, f"{name}_l{k}").grad, atol=ATOL, rtol=RTOL,
-                                       msg=lambda m: f"layer {k} {name}: {m}")
+            where = f"layer {k} {name}"
+            torch.testing.assert_close(p.grad, getattr(ref, f"{name}_l{k}").grad, atol=ATOL,
+                                       rtol=RTOL, msg=lambda m, where=where: f"{where}: {m}")
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
@@ -105,9 +106,9 @@ def test_cell_matches_torch(kind):
 def test_lstm_gates_recompute_the_state():
     """The traced gates obey the LSTM equations, so the chapter's heatmaps show real values."""
     torch.manual_seed(3)
-    model = rnn.LSTM(4, 6)
+    model = rnn.LSTM(4, 6, batch_first=True)
     x = torch.randn(2, 5, 4)
-    out, (h, c), gates = model(x, return_gates=True)
+    out, _, gates = model(x, return_gates=True)
     g = gates[0]
     assert set(g) == {"i", "f", "g", "o", "c"} and g["i"].shape == (2, 5, 6)
     c_prev = torch.zeros(2, 6)
@@ -121,7 +122,7 @@ def test_lstm_gates_recompute_the_state():
 
 def test_gru_gates_returned():
     model = rnn.GRU(3, 4, num_layers=2, batch_first=False)
-    out, h, gates = model(torch.randn(6, 2, 3), return_gates=True)
+    _, _, gates = model(torch.randn(6, 2, 3), return_gates=True)
     assert len(gates) == 2 and set(gates[1]) == {"r", "z", "n"} and gates[1]["z"].shape == (6, 2, 4)
 
 
@@ -129,7 +130,7 @@ def test_bad_inputs_raise_clear_errors():
     lstm = rnn.LSTM(4, 6, num_layers=2, batch_first=True)
     with pytest.raises(ValueError, match=r"input must be 3-D \(batch, seq, input_size\)"):
         lstm(torch.randn(2, 3, 4, 1))
-    with pytest.raises(ValueError, match=r"input_size=4"):
+    with pytest.raises(ValueError, match=r"input_size=4.*got shape \(2, 3, 5\)"):
         lstm(torch.randn(2, 3, 5))
     with pytest.raises(ValueError, match=r"h_0 must have shape .* = \(2, 2, 6\), got \(1, 2, 6\)"):
         lstm(torch.randn(2, 3, 4), (torch.zeros(1, 2, 6), torch.zeros(2, 2, 6)))
@@ -157,7 +158,7 @@ def test_bad_inputs_raise_clear_errors():
         rnn.LSTMCell(4, 6)(torch.randn(2, 3))
     with pytest.raises(TypeError, match=r"torch.nn.LSTM"):
         rnn.LSTM.from_torch(torch.nn.GRU(2, 3))
-    with pytest.raises(ValueError, match=r"unidirectional"):
+    with pytest.raises(ValueError, match=r"bidirectional=True.*expected bidirectional=False"):
         rnn.LSTM.from_torch(torch.nn.LSTM(2, 3, bidirectional=True))
 
 
@@ -175,3 +176,82 @@ def test_char_lm_to_scratch_gives_same_logits_and_samples(cell):
     assert a == b and len(a) == 12 and all(0 <= i < 11 for i in a)
     with pytest.raises(ValueError, match=r"cell must be one of"):
         rnn.CharLM(11, cell="transformer")
+
+
+# ---- same names, same meaning as torch.nn (issue 9 §3) -------------------------------
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_defaults_are_torch_defaults_time_major(kind):
+    """Same weights, same (seq, batch, input) tensor, both with default arguments."""
+    ours_cls, ref_cls = LAYERS[kind]
+    torch.manual_seed(11)
+    ref = ref_cls(3, 5, 2)
+    ours = ours_cls(3, 5, 2)
+    ours.load_state_dict({f"cells.{k}.{n}": getattr(ref, f"{n}_l{k}") for k in range(2)
+                          for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    assert ours.batch_first is False and ours.dropout == 0.0
+    x = torch.randn(7, 4, 3)  # (seq, batch, input)
+    out_ref, st_ref = ref(x)
+    out, st = ours(x)
+    torch.testing.assert_close(out, out_ref, atol=ATOL, rtol=RTOL)
+    for a, b in zip(st if kind == "lstm" else [st], st_ref if kind == "lstm" else [st_ref]):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL)
+
+
+def test_positional_arguments_follow_torch():
+    """torch.nn.RNN(I, H, num_layers, nonlinearity, bias, batch_first, dropout);
+    LSTM/GRU(I, H, num_layers, bias, batch_first, dropout)."""
+    r = rnn.RNN(3, 4, 2, "relu", False, True, 0.25)
+    t = torch.nn.RNN(3, 4, 2, "relu", False, True, 0.25)
+    assert (r.cells[0].nonlinearity, r.bias, r.batch_first, r.dropout) == \
+        (t.nonlinearity, t.bias, t.batch_first, t.dropout)
+    for ours_cls, ref_cls in (LAYERS["lstm"], LAYERS["gru"]):
+        o, t = ours_cls(3, 4, 2, False, True, 0.25), ref_cls(3, 4, 2, False, True, 0.25)
+        assert (o.bias, o.batch_first, o.dropout) == (t.bias, t.batch_first, t.dropout)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_dropout_between_layers_matches_torch(kind):
+    """from_torch keeps dropout; in training mode the same seed drops the same units
+    (torch's CPU kernel and F.dropout draw the same Bernoulli mask), eval mode drops none."""
+    ours_cls, ref_cls = LAYERS[kind]
+    torch.manual_seed(12)
+    ref = ref_cls(4, 6, num_layers=3, dropout=0.5, batch_first=True)
+    ours = ours_cls.from_torch(ref)
+    assert ours.dropout == 0.5 and ours.training
+    x = torch.randn(2, 9, 4)
+    torch.manual_seed(0)
+    out_ref = ref(x)[0]
+    torch.manual_seed(0)
+    out = ours(x)[0]
+    torch.testing.assert_close(out, out_ref, atol=ATOL, rtol=RTOL)
+    torch.manual_seed(1)
+    assert (ours(x)[0] - out).abs().max() > 1e-3  # another mask: another output
+    ref.eval()
+    ours.eval()
+    torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=ATOL, rtol=RTOL)
+    # without dropout the training-mode output would equal the eval one
+    assert (out - ours(x)[0]).abs().max() > 1e-3
+    with pytest.warns(UserWarning, match="between layers only"):
+        ours_cls(4, 6, dropout=0.2)
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\], got 1.5"):
+        ours_cls(4, 6, 2, dropout=1.5)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_bidirectional_is_a_clear_error(kind):
+    ours_cls, ref_cls = LAYERS[kind]
+    with pytest.raises(ValueError, match=r"bidirectional=True.*expected bidirectional=False"):
+        ours_cls(2, 3, bidirectional=True)
+    with pytest.raises(ValueError, match=r"bidirectional=True"):
+        ours_cls.from_torch(ref_cls(2, 3, bidirectional=True))
+    if kind == "lstm":
+        with pytest.raises(ValueError, match=r"proj_size=2"):
+            rnn.LSTM.from_torch(torch.nn.LSTM(2, 3, proj_size=2))
+
+
+def test_from_torch_keeps_eval_mode_and_dtype():
+    ref = torch.nn.GRU(2, 3, 2, dropout=0.3).double().eval()
+    ours = rnn.GRU.from_torch(ref)
+    assert not ours.training and ours.cells[0].weight_ih.dtype == torch.float64
+    x = torch.randn(4, 1, 2, dtype=torch.float64)
+    torch.testing.assert_close(ours(x)[0], ref(x)[0])

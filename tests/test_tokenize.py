@@ -1,11 +1,20 @@
 """Tests for lmcore.tokenize: character and byte-level BPE tokenizers."""
 import json
 import random
+import re
+import time
 
 import pytest
 import torch
 
-from lmcore.tokenize import UNK, BytePairTokenizer, CharTokenizer
+from lmcore.data import load_corpus
+from lmcore.tokenize import (
+    PATTERNS,
+    SPLIT_PATTERN,
+    UNK,
+    BytePairTokenizer,
+    CharTokenizer,
+)
 
 MIXED = "Hello, world! 你好，世界。🙂👍🏽 naïve café\n\ttabs  and   spaces"
 
@@ -89,7 +98,7 @@ def test_bpe_hand_worked_example():
 def test_bpe_untrained_is_utf8_bytes():
     tok = BytePairTokenizer()
     assert tok.vocab_size == 256
-    assert tok.encode("你") == list("你".encode("utf-8")) == [228, 189, 160]  # 3 bytes per CJK char
+    assert tok.encode("你") == list("你".encode()) == [228, 189, 160]  # 3 bytes per CJK char
     assert tok.encode("🙂") == [240, 159, 153, 130]  # 4 bytes per emoji
 
 
@@ -151,3 +160,81 @@ def test_bpe_bad_inputs(trained):
 def test_bpe_decode_of_cut_character_is_replacement():
     tok = BytePairTokenizer()
     assert tok.decode([228, 189]) == "\ufffd"  # half of "你": not valid UTF-8
+
+
+# ---- speed on hostile input and untrusted dicts (issue 10) -----------------------------
+def _seconds_per_byte(tok, text, repeats=3):
+    """Best of a few CPU-time measurements (process time: other processes on a busy
+    machine do not count), per UTF-8 byte."""
+    best = float("inf")
+    for _ in range(repeats):
+        tok._cache.clear()
+        start = time.process_time()
+        tok.encode(text)
+        best = min(best, time.process_time() - start)
+    return best / len(text.encode("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def tang_bpe():
+    tang = load_corpus("tang300")
+    return tang, BytePairTokenizer().train(tang[:20_000], vocab_size=700)
+
+
+def test_bpe_encode_is_near_linear_on_text_without_separators(tang_bpe):
+    """One long chunk (Tang characters with the punctuation removed, or letters with no
+    space) must cost about as much per byte as ordinary text (ours ~3x; the earlier
+    encoder, which rescanned the chunk once per merge, ~36x), and 4x the input must cost
+    about the same per byte (a quadratic encoder: 4x; ours ~1.6, the log of its heap).
+    Ratios of CPU times measured side by side, not absolute times."""
+    tang, tok = tang_bpe
+    run = "".join(re.findall(r"\w", tang))  # no punctuation, no line breaks: one chunk
+    normal = _seconds_per_byte(tok, tang[20_000:26_000])
+    short, long = _seconds_per_byte(tok, run[:5_000]), _seconds_per_byte(tok, run[:20_000])
+    assert short < 10 * normal, (short, normal)
+    assert long < 2.5 * short, (long, short)
+    letters = "".join(random.Random(0).choice("etaoinshrdlu") for _ in range(40_000))
+    en = BytePairTokenizer().train(letters[:10_000], vocab_size=400)
+    assert _seconds_per_byte(en, letters) < 2.5 * _seconds_per_byte(en, letters[:10_000])
+
+
+def test_bpe_linked_list_encoder_equals_merge_by_merge(tang_bpe):
+    """The heap encoder gives exactly the ids of the textbook loop: merge the pair learned
+    earliest, all occurrences left to right, repeat."""
+    tang, tok = tang_bpe
+
+    def textbook(chunk):
+        ids = list(chunk.encode("utf-8"))
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:]), key=lambda p: tok._rank.get(p, float("inf")))
+            if pair not in tok._rank:
+                return ids
+            i, out = 0, []
+            while i < len(ids):
+                if ids[i:i + 2] == list(pair):
+                    out.append(256 + tok._rank[pair])
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return ids
+
+    run = "".join(re.findall(r"\w", tang[20_000:23_000]))
+    assert tok._encode_chunk(run) == textbook(run)
+    for s in random_strings(seed=3, count=100):
+        for chunk in tok._chunks(s):
+            assert tok._encode_chunk(chunk) == textbook(chunk), repr(chunk)
+
+
+def test_bpe_from_dict_compiles_only_known_patterns():
+    tok = BytePairTokenizer([(97, 98)])
+    d = tok.to_dict()
+    assert BytePairTokenizer.from_dict(d).pattern == SPLIT_PATTERN == PATTERNS["words"]
+    assert BytePairTokenizer.from_dict({**d, "pattern": "words"}).pattern == SPLIT_PATTERN
+    assert BytePairTokenizer.from_dict({**d, "pattern": None}).encode("ab ab") == [256, 32, 256]
+    for evil in [r"(a|aa)+$", r"(x+x+)+y", SPLIT_PATTERN + "|", "\\w+"]:
+        with pytest.raises(ValueError, match=r"pattern must be None, a name in \['words'\]"):
+            BytePairTokenizer.from_dict({**d, "pattern": evil})
+    with pytest.raises(ValueError, match=r"pattern must be None"):
+        BytePairTokenizer(pattern=["words"])
