@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmcore import rnn
+from lmcore.charlm import CharLM
 from lmcore.data import CORPORA, assets_dir, get_batch, load_corpus, train_val_split
 from lmcore.ngram import NGramLM
 from lmcore.tokenize import BytePairTokenizer, CharTokenizer
@@ -166,7 +167,7 @@ LM = NGramLM(2).fit("abcab")
 
 def _char_lm():
     torch.manual_seed(0)
-    return rnn.CharLM(11, emb=4, hidden=5).eval()
+    return CharLM(11, emb=4, hidden=5).eval()
 
 
 def _env_assets(path):
@@ -261,7 +262,7 @@ BAD_INPUTS = [
     ("rnn", lambda _: rnn.GRUCell(3, 4)(X[0], torch.zeros(2, 4, dtype=torch.float16)), TypeError, r"h has dtype torch.float16"),
     ("rnn", lambda _: rnn.GRU(3, 4, bidirectional=True), ValueError, r"bidirectional=True"),
     ("rnn", lambda _: rnn.RNN(3, 4, 2, dropout=-0.1), ValueError, r"dropout must be a number in \[0, 1\], got -0.1"),
-    ("rnn", lambda _: rnn.CharLM(11, emb=0), ValueError, r"emb must be a positive int, got 0"),
+    ("rnn", lambda _: CharLM(11, emb=0), ValueError, r"emb must be a positive int, got 0"),
     ("rnn", lambda _: _char_lm()(torch.rand(1, 3)), TypeError, r"ids must be an int64 tensor .*torch.float32"),
     ("rnn", lambda _: _char_lm()(torch.tensor([[1, 11]])), ValueError, r"ids must be in 0..10 \(vocab_size=11\), got values from 1 to 11"),
     ("rnn", lambda _: _char_lm()(torch.tensor([[-1, 2]])), ValueError, r"ids must be in 0..10"),

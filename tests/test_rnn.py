@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lmcore import rnn
+from lmcore.charlm import CharLM
 
 ATOL = RTOL = 1e-5
 LAYERS = {"rnn": (rnn.RNN, torch.nn.RNN), "lstm": (rnn.LSTM, torch.nn.LSTM), "gru": (rnn.GRU, torch.nn.GRU)}
@@ -165,7 +166,7 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_char_lm_to_scratch_gives_same_logits_and_samples(cell):
     torch.manual_seed(7)
-    model = rnn.CharLM(11, emb=5, hidden=6, num_layers=2, cell=cell).eval()
+    model = CharLM(11, emb=5, hidden=6, num_layers=2, cell=cell).eval()
     scratch = model.to_scratch()
     assert isinstance(scratch.rnn, rnn._Recurrent) and scratch.to_scratch() is scratch
     ids = torch.randint(0, 11, (2, 9))
@@ -175,7 +176,7 @@ def test_char_lm_to_scratch_gives_same_logits_and_samples(cell):
     b = scratch.sample([1, 2], 12, generator=torch.Generator().manual_seed(0))
     assert a == b and len(a) == 12 and all(0 <= i < 11 for i in a)
     with pytest.raises(ValueError, match=r"cell must be one of"):
-        rnn.CharLM(11, cell="transformer")
+        CharLM(11, cell="transformer")
 
 
 # ---- same names, same meaning as torch.nn (issue 9 §3) -------------------------------
