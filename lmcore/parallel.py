@@ -10,6 +10,10 @@ layer no longer fits, Megatron-LM (Shoeybi et al., 2019) splits the matrices the
 * ``TensorParallelMLP`` chains the two around GELU, which acts element-wise and so can be
   applied to each rank's slice: one all-reduce in the forward pass, one in the backward.
 
+Two sizes on paper complete the picture: :func:`pipeline_bubble`, the idle fraction of a
+GPipe pipeline, and :func:`zero_bytes_per_device`, the training state per device under
+ZeRO's sharding stages.
+
 Launch with ``torchrun`` (gloo on CPUs, NCCL on GPUs)::
 
     torchrun --standalone --nproc_per_node=2 -m lmcore.parallel
@@ -163,6 +167,29 @@ def pipeline_bubble(stages: int, micro_batches: int) -> float:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r}; expected a positive int")
     return (stages - 1) / (micro_batches + stages - 1)
+
+
+def zero_bytes_per_device(n_params: int, n_devices: int, stage: int = 0,
+                          optimizer_bytes: int = 12) -> float:
+    """Bytes of model state per device when training with mixed-precision Adam, as counted
+    by ZeRO (Rajbhandari et al., 2020): per parameter 2 bytes of 16-bit weights, 2 of 16-bit
+    gradients and ``optimizer_bytes`` (K = 12: float32 weights, momentum, variance).
+
+    stage 0 replicates everything on every device (plain data parallelism); stage 1 shards
+    the optimizer states over the ``n_devices``, stage 2 also the gradients, stage 3 also the
+    weights. Activations and buffers are not included.
+    """
+    for name, v, low in (("n_params", n_params, 1), ("n_devices", n_devices, 1),
+                         ("optimizer_bytes", optimizer_bytes, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name}={v!r}; expected an int >= {low}")
+    if stage not in (0, 1, 2, 3) or isinstance(stage, bool):
+        raise ValueError(f"stage={stage!r}; expected 0, 1, 2 or 3")
+
+    def part(nbytes: int, sharded_from: int) -> float:
+        return nbytes / n_devices if stage >= sharded_from else nbytes
+
+    return n_params * (part(2, 3) + part(2, 2) + part(optimizer_bytes, 1))
 
 
 def check_mlp(n_embd: int = 64, hidden: int = 256, tokens: int = 8, seed: int = 0,

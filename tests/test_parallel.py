@@ -19,6 +19,7 @@ from lmcore.parallel import (
     RowParallelLinear,
     TensorParallelMLP,
     pipeline_bubble,
+    zero_bytes_per_device,
 )
 
 
@@ -90,3 +91,14 @@ def test_pipeline_bubble():
         pipeline_bubble(4, 0)
     with pytest.raises(ValueError, match="stages"):
         pipeline_bubble(True, 4)
+
+
+def test_zero_memory_matches_the_paper():
+    # Rajbhandari et al. (2020), Figure 1: 7.5B parameters, 64 devices, K = 12.
+    gb = [zero_bytes_per_device(7_500_000_000, 64, stage) / 1e9 for stage in range(4)]
+    assert [round(g, 1) for g in gb] == [120.0, 31.4, 16.6, 1.9]
+    assert zero_bytes_per_device(10, 1, 3) == zero_bytes_per_device(10, 1, 0) == 160
+    with pytest.raises(ValueError, match="stage"):
+        zero_bytes_per_device(10, 2, 4)
+    with pytest.raises(ValueError, match="n_devices"):
+        zero_bytes_per_device(10, 0)
