@@ -1,5 +1,6 @@
 """lmcore.data and the shipped corpora (sizes and checksums from assets/data/README.md)."""
 import hashlib
+import re
 
 import pytest
 import torch
@@ -111,3 +112,20 @@ def test_batches_refuse_float_and_bool_data():
     x, y = get_batch(torch.arange(10, dtype=torch.int32), 3, 2,
                      generator=torch.Generator().manual_seed(0))
     assert x.dtype == y.dtype == torch.long
+
+
+def _readme_rows():
+    """(file, bytes, sha256) for every row of the tables in assets/data/README.md."""
+    readme = (assets_dir() / "data" / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([^`]+)` \| ([\d,]+) \| `([0-9a-f]{64})` \|", readme, re.MULTILINE)
+    return [(name, int(size.replace(",", "")), digest) for name, size, digest in rows]
+
+
+def test_every_shipped_data_file_is_recorded_and_matches():
+    rows = _readme_rows()
+    recorded = {name for name, _, _ in rows}
+    shipped = {p.name for p in (assets_dir() / "data").iterdir() if p.name != "README.md"}
+    assert shipped == recorded, f"unrecorded: {shipped - recorded}; missing: {recorded - shipped}"
+    for name, size, digest in rows:
+        blob = (assets_dir() / "data" / name).read_bytes()
+        assert (len(blob), hashlib.sha256(blob).hexdigest()) == (size, digest), name
