@@ -36,10 +36,10 @@ MODEL = ROOT / "assets" / "models" / "shakespeare_char_gpt.pt"
 
 def load(device):
     if MODEL.exists():
-        from lmcore.train import load_model
+        from lmcore.checkpoint import load_model
 
-        model, _ = load_model(MODEL, map_location=device)
-        return model.to(device).eval(), "shakespeare_char_gpt.pt"
+        model, _ = load_model(MODEL, map_location=device)  # on device, in eval mode
+        return model, "shakespeare_char_gpt.pt"
     from lmcore.transformer import GPT, GPTConfig
 
     torch.manual_seed(0)

@@ -1,11 +1,12 @@
 """Autoregressive decoding: one forward pass per generated token, with a KV cache.
 
-The loop (see :func:`generate`)::
+The cycle (:func:`decode`)::
 
     prefill:  logits = model(prompt)            # all prompt tokens at once, fills the cache
-    decode:   repeat: token = sample(logits[:, -1]); logits = model(token, cache)
+    decode:   repeat: token = choose(logits[:, -1]); logits = model(token, cache)
 
-Choosing the next token from the logits ``(batch, vocab)``:
+:func:`generate` wraps it with the checks, the context window, stop tokens and a record
+of every cycle. Choosing the next token from the logits ``(batch, vocab)``:
 
 - greedy: ``argmax`` (ties go to the lowest token id);
 - sampling: divide by a temperature ``tau > 0``, optionally keep only the ``top_k`` largest
@@ -13,6 +14,7 @@ Choosing the next token from the logits ``(batch, vocab)``:
   ``softmax``. Temperature first, then top-k, then top-p.
 
 All filters are pure functions on logits: a removed token gets logit ``-inf`` (probability 0).
+A draw runs on the device of the ``torch.Generator`` passed in (see :func:`draw`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ import torch.nn.functional as F
 
 
 # --------------------------------------------------------------------------- validation
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_temperature(temperature) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not math.isfinite(temperature) or temperature <= 0:
@@ -35,7 +41,7 @@ def _check_temperature(temperature) -> float:
 
 
 def _check_top_k(top_k) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if not _is_int(top_k) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1 (or None for no top-k), got {top_k!r}")
     return top_k
 
@@ -43,67 +49,96 @@ def _check_top_k(top_k) -> int:
 def _check_top_p(top_p) -> float:
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) \
             or not (0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must be a number in (0, 1] (or None for no top-p), got {top_p!r}")
+        raise ValueError(f"top_p must be a number in (0, 1] (or None for no top-p), "
+                         f"got {top_p!r}")
     return float(top_p)
 
 
-def _check_sampling(temperature, top_k, top_p) -> None:
+def _check_sampling(temperature, top_k, top_p, generator=None) -> None:
     _check_temperature(temperature)
     if top_k is not None:
         _check_top_k(top_k)
     if top_p is not None:
         _check_top_p(top_p)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None), got "
+                        f"{type(generator).__name__}")
 
 
 def _check_logits(logits) -> torch.Tensor:
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[-1] < 1:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[-1] < 1 \
+            or not logits.dtype.is_floating_point:
         raise ValueError(
-            f"logits must be a tensor of shape (batch, vocab), got "
-            f"{type(logits).__name__} with shape {tuple(getattr(logits, 'shape', ()))}"
+            f"logits must be a floating-point tensor of shape (batch, vocab), got "
+            f"{type(logits).__name__} {getattr(logits, 'dtype', '')} with shape "
+            f"{tuple(getattr(logits, 'shape', ()))}"
         )
     return logits
 
 
+def _broken_rows(logits: torch.Tensor) -> torch.Tensor:
+    """(batch,) bool: rows with a NaN or +inf, or with no finite logit (softmax is NaN there)."""
+    return logits.isnan().any(-1) | logits.isposinf().any(-1) | ~logits.isfinite().any(-1)
+
+
+def _check_finite(logits: torch.Tensor) -> None:
+    bad = _broken_rows(logits)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"logits rows {rows[:8]} hold NaN or +inf, or no finite value (row {rows[0]}: "
+            f"{logits[rows[0]].flatten()[:5].tolist()}...), so there is no distribution to "
+            "sample from; the model's output is broken (NaN weights? a diverged run?)"
+        )
+
+
 # --------------------------------------------------------------------------- filters
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``logits / temperature``: tau < 1 sharpens the softmax, tau > 1 flattens it.
+    """Logits divided by ``temperature``: tau < 1 sharpens the softmax, tau > 1 flattens it.
 
-    logits: (batch, vocab). ``temperature`` must be > 0 (tau -> 0 approaches argmax).
+    logits: (batch, vocab) -> float32 (batch, vocab). Each row's maximum is subtracted
+    first, which leaves the softmax unchanged; then a tiny tau (say 1e-300, which is 0 in
+    float32) sends every other logit to -inf, the argmax limit, instead of producing NaN.
     """
-    return _check_logits(logits) / _check_temperature(temperature)
+    logits, tau = _check_logits(logits).float(), _check_temperature(temperature)
+    tau = max(tau, torch.finfo(torch.float32).tiny)  # a smaller tau changes nothing more
+    return (logits - logits.amax(dim=-1, keepdim=True)) / tau
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep exactly the ``k`` largest logits of each row, set the rest to ``-inf``.
+    """Keep exactly the ``k`` largest logits of each row, the rest become -inf.
 
-    logits: (batch, vocab). Ties at the boundary go to the lower token id (stable sort),
-    so exactly ``min(k, vocab)`` tokens survive even when several logits are equal.
+    logits: (batch, vocab). Ties at the boundary go to the lower token id
+    (stable sort), so exactly ``min(k, vocab)`` tokens survive even when
+    several logits are equal.
     """
     logits = _check_logits(logits)
     k = min(_check_top_k(k), logits.shape[-1])
     order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order[:, :k], True)
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep.scatter_(-1, order[:, :k], True)
     return logits.masked_fill(~keep, float("-inf"))
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter: keep the smallest set of most likely tokens whose probability is >= p.
+    """Nucleus filter: the fewest most likely tokens whose probability is >= p.
 
-    logits: (batch, vocab). Tokens are taken in order of decreasing probability (ties: lower
-    id first) until their cumulative probability reaches ``p``; the most likely token is always
-    kept, so at least one token survives. ``p = 1`` keeps every token with nonzero probability.
+    logits: (batch, vocab). Tokens are taken in order of decreasing probability
+    (ties: lower id first) until their cumulative probability reaches ``p``;
+    the most likely token is always kept. ``p = 1`` keeps every token with
+    nonzero probability (the rounding of the running sum must not cut it).
     """
-    logits = _check_logits(logits)
-    p = _check_top_p(p)
-    probs, order = torch.sort(F.softmax(logits.float(), dim=-1), dim=-1, descending=True, stable=True)
-    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above
-    keep_sorted = mass_before < p  # first token: mass_before = 0 < p, always kept
+    logits, p = _check_logits(logits), _check_top_p(p)
+    probs = F.softmax(logits.float(), dim=-1)
+    probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    mass_before = probs.cumsum(dim=-1) - probs  # of the tokens ranked above
+    keep_sorted = mass_before < p if p < 1 else probs > 0  # 1st: 0 < p, kept
     keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
     return logits.masked_fill(~keep, float("-inf"))
 
 
-def next_token_probs(logits, temperature=1.0, top_k=None, top_p=None) -> torch.Tensor:
-    """The distribution sampling draws from: temperature, then top-k, then top-p, then softmax.
+def next_token_probs(logits, temperature=1.0, top_k=None, top_p=None):
+    """What sampling draws from: temperature, top-k, top-p, then softmax.
 
     logits: (batch, vocab) -> probabilities (batch, vocab), rows sum to 1.
     """
@@ -115,23 +150,67 @@ def next_token_probs(logits, temperature=1.0, top_k=None, top_p=None) -> torch.T
     return F.softmax(logits.float(), dim=-1)
 
 
+def draw(probs: torch.Tensor, generator=None) -> torch.Tensor:
+    """One token per row: probs (batch, vocab) -> (batch,) int64, same device.
+
+    The draw runs on the generator's device, the rule every sampler here
+    follows (``torch.multinomial`` refuses a generator on another device): a
+    CPU generator with probabilities on a GPU samples on the CPU, the same
+    tokens as on a CPU-only machine, for one small copy per draw;
+    ``torch.Generator(device=probs.device)`` samples in place.
+    """
+    if generator is not None and generator.device != probs.device:
+        where = generator.device
+        ids = torch.multinomial(probs.to(where), 1, generator=generator)
+        return ids.squeeze(-1).to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _choose(logits, greedy, temperature, top_k, top_p, generator) -> torch.Tensor:
+    if greedy:
+        return logits.argmax(dim=-1)
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    # A row of NaN (broken logits) would make the draw fail without saying why; draw
+    # anything there and let the caller report it (generate checks after the loop).
+    return draw(probs.masked_fill(probs.isnan().any(-1, keepdim=True), 1.0), generator)
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None,
                 greedy=False) -> torch.Tensor:
     """Choose one token per row. logits: (batch, vocab) -> (batch,) int64.
 
     ``greedy=True`` takes the argmax (first maximum on ties) and ignores the other arguments'
     effect (they are still validated). Otherwise draws from :func:`next_token_probs` with
-    ``torch.multinomial``; pass a seeded ``torch.Generator`` for reproducible samples.
+    :func:`draw`; pass a seeded ``torch.Generator`` for reproducible samples. Logits with
+    NaN or +inf, or rows without a finite logit, raise a ``ValueError``.
     """
-    if greedy:  # validate the arguments all the same, so a typo is never silently ignored
-        _check_logits(logits)
-        _check_sampling(temperature, top_k, top_p)
-        return logits.argmax(dim=-1)
-    probs = next_token_probs(logits, temperature, top_k, top_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    _check_finite(_check_logits(logits))
+    _check_sampling(temperature, top_k, top_p, generator)
+    return _choose(logits, greedy, temperature, top_k, top_p, generator)
 
 
 # --------------------------------------------------------------------------- the loop
+@torch.inference_mode()
+def decode(model, ids, choose, use_cache=True):
+    """The inference cycle: yields ``(logits, token)`` per cycle, while asked.
+
+    ids: (B, T) prompt on the model's device; the caller stops before the
+    context outgrows the model's window. ``choose(logits (B, V))`` returns
+    the next tokens (B,). With the cache the prompt is read once (prefill)
+    and each later cycle feeds only the newest token; without it, all again.
+    """
+    cache = model.new_cache() if use_cache else None
+    unread = ids  # what the model has not seen yet: first the whole prompt
+    while True:
+        context = unread if use_cache else ids
+        out = model(context, cache=cache, validate=False)
+        logits = out.logits[:, -1]  # (B, V): the next-token scores
+        token = choose(logits)
+        yield logits, token
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        unread = token[:, None]
+
+
 @dataclass
 class Step:
     """One decoding cycle, recorded by ``generate(..., return_steps=True)``.
@@ -151,29 +230,77 @@ class Step:
     chosen: torch.Tensor
 
 
+_CONTRACT = (
+    "generate needs a GPT-like model (as lmcore.transformer.GPT): a torch.nn.Module with "
+    "model.config.block_size and model.config.vocab_size (ints), whose "
+    "model(idx, cache=..., validate=False) returns an object with .logits of shape "
+    "(batch, seq, vocab_size), and, for use_cache=True, a new_cache() method"
+)
+
+
+def _check_model(model, use_cache: bool):
+    config = getattr(model, "config", None)
+    problems = [] if isinstance(model, torch.nn.Module) else ["it is not a torch.nn.Module"]
+    problems += [f"model.config.{name} is missing or not an int >= 1"
+                 for name in ("block_size", "vocab_size")
+                 if not _is_int(getattr(config, name, None)) or getattr(config, name) < 1]
+    if use_cache and not callable(getattr(model, "new_cache", None)):
+        problems.append("it has no new_cache() method (pass use_cache=False)")
+    params = next(iter(model.parameters()), None) if not problems else None
+    if not problems and params is None:
+        problems.append("it has no parameters (so no device)")
+    if problems:
+        raise TypeError(f"{_CONTRACT}; got a {type(model).__name__}: {'; '.join(problems)}")
+    return config.block_size, config.vocab_size, params.device
+
+
 def _as_batch(prompt_ids, vocab_size: int, device) -> tuple[torch.Tensor, bool]:
     was_list = not isinstance(prompt_ids, torch.Tensor)
     if was_list:
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt_ids):
-            raise ValueError("prompt_ids must be a list of ints or a (batch, seq) int64 tensor")
+        if not isinstance(prompt_ids, (list, tuple)) or not all(_is_int(t) for t in prompt_ids):
+            raise ValueError(f"prompt_ids must be a list of ints or a (batch, seq) int64 "
+                             f"tensor, got {prompt_ids!r:.80}")
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
     else:
-        ids = prompt_ids
-        if ids.dim() == 1:
-            ids = ids.unsqueeze(0)
+        ids = prompt_ids.unsqueeze(0) if prompt_ids.dim() == 1 else prompt_ids
         if ids.dim() != 2 or ids.dtype != torch.long:
-            raise ValueError(
-                f"prompt_ids must be a (batch, seq) int64 tensor, got dtype {ids.dtype} "
-                f"and shape {tuple(prompt_ids.shape)}"
-            )
+            raise ValueError(f"prompt_ids must be a (batch, seq) int64 tensor, got dtype "
+                             f"{ids.dtype} and shape {tuple(prompt_ids.shape)}")
     if ids.shape[1] == 0 or ids.shape[0] == 0:
-        raise ValueError(f"prompt_ids is empty (shape {tuple(ids.shape)}): give at least one token")
+        raise ValueError(f"prompt_ids is empty (shape {tuple(ids.shape)}): give at least one "
+                         "token")
     if ids.min() < 0 or ids.max() >= vocab_size:
         raise ValueError(
-            f"prompt_ids must be token ids in [0, {vocab_size - 1}] (the model's vocab_size is "
-            f"{vocab_size}), got values from {int(ids.min())} to {int(ids.max())}"
+            f"prompt_ids must be token ids in [0, {vocab_size - 1}] (the model's vocab_size "
+            f"is {vocab_size}), got values from {int(ids.min())} to {int(ids.max())}"
         )
     return ids.to(device), was_list
+
+
+def _stop_ids(stop_tokens, vocab_size: int, device) -> torch.Tensor:
+    if isinstance(stop_tokens, torch.Tensor):
+        stop_tokens = stop_tokens.flatten().tolist()
+    elif _is_int(stop_tokens):
+        stop_tokens = [stop_tokens]
+    elif isinstance(stop_tokens, (str, bytes)) or not hasattr(stop_tokens or [], "__iter__"):
+        raise TypeError(f"stop_tokens must be token ids (an int or a list of ints), got "
+                        f"{stop_tokens!r}; to stop on text use generate_text(..., stop=...)")
+    items = list(stop_tokens or [])
+    bad = [t for t in items if not _is_int(t) or not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"stop_tokens must be token ids in [0, {vocab_size - 1}], got {bad}")
+    return torch.tensor(sorted(set(items)), dtype=torch.long, device=device)
+
+
+def _check_generate_args(max_new_tokens, keep, block_size, n_candidates) -> int:
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    keep = block_size // 2 if keep is None else keep
+    if not _is_int(keep) or not 1 <= keep <= block_size:
+        raise ValueError(f"keep must be an int in [1, block_size={block_size}], got {keep!r}")
+    if not _is_int(n_candidates) or n_candidates < 1:
+        raise ValueError(f"n_candidates must be an int >= 1, got {n_candidates!r}")
+    return keep
 
 
 def generate(model, prompt_ids, max_new_tokens: int, *, greedy=False, temperature=1.0,
@@ -182,92 +309,109 @@ def generate(model, prompt_ids, max_new_tokens: int, *, greedy=False, temperatur
     """Append ``max_new_tokens`` tokens to ``prompt_ids``, one forward pass per token.
 
     prompt_ids: list[int] or (batch, seq) int64 tensor (1-D means batch 1). Returns a list
-    for a list, else a (batch, seq + new) tensor; the prompt is included. The list is cut
-    after the first stop token; in the tensor a row that emitted a stop token is padded with
-    that token, and generation ends early once every row has stopped. With
+    for a list, else a (batch, seq + new) tensor; the prompt is included. ``stop_tokens``
+    (token ids): the list is cut after the first one; in the tensor a row that emitted one
+    is padded with it, and generation ends once every row has stopped. With
     ``return_steps=True`` returns ``(ids, steps)``, a list of :class:`Step`.
 
-    use_cache: prefill the prompt once, then feed only the newest token and reuse the keys
-    and values stored in the model's KV cache. Without it, every cycle reruns the whole
-    visible context.
+    What it needs of ``model`` (``lmcore.transformer.GPT`` has it): ``model.config.
+    block_size`` and ``model.config.vocab_size``; parameters on one device;
+    ``model(idx, cache=..., validate=False)`` returning ``.logits`` (batch, seq, vocab);
+    for ``use_cache=True`` a ``model.new_cache()`` whose length sets the positions of new
+    tokens. Logits with NaN or inf raise a ``ValueError`` naming the cycle.
 
     The window. The model sees at most ``block_size`` tokens. When the visible context
-    would grow past that, it is cut to its last ``keep`` tokens (default ``block_size // 2``;
-    1 <= keep <= block_size). With the cache this means a re-prefill: the cache is reset and
-    the kept tokens are run through again, because every cached key depends on the tokens
-    before it (through earlier layers) and on its absolute position, so dropping the oldest
-    tokens invalidates all of it. ``keep = block_size`` is the classic sliding window (cut
-    every cycle; with the cache that re-prefills every cycle); a smaller ``keep`` re-prefills
-    once every ``block_size - keep + 1`` cycles. Both paths apply the same rule, so greedy
-    output with and without the cache is identical.
+    would grow past that, it is cut to its last ``keep`` tokens (default
+    ``block_size // 2``) and :func:`decode` restarts on them: with the cache that is a
+    re-prefill, because every cached key depends on the tokens before it and on its
+    absolute position. ``keep = block_size`` is the classic sliding window (a cut every
+    cycle); a smaller ``keep`` re-prefills once every ``block_size - keep + 1`` cycles. Both
+    paths apply the same rule, so greedy output with and without the cache is identical.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    _check_sampling(temperature, top_k, top_p)
-    block_size = model.config.block_size
-    keep = block_size // 2 if keep is None else keep
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= block_size:
-        raise ValueError(f"keep must be an int in [1, block_size={block_size}], got {keep!r}")
-    stops = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long)
-    device = next(model.parameters()).device
-    ids, was_list = _as_batch(prompt_ids, model.config.vocab_size, device)
-    stops = stops.to(device)
+    block_size, vocab_size, device = _check_model(model, use_cache)
+    keep = _check_generate_args(max_new_tokens, keep, block_size, n_candidates)
+    _check_sampling(temperature, top_k, top_p, generator)
+    stops = _stop_ids(stop_tokens, vocab_size, device)
+    ids, was_list = _as_batch(prompt_ids, vocab_size, device)
+
+    def choose(logits):
+        if logits.shape != (ids.shape[0], vocab_size):  # the model broke the contract
+            raise TypeError(f"{_CONTRACT}; its logits[:, -1] have shape "
+                            f"{tuple(logits.shape)}, expected {(ids.shape[0], vocab_size)}")
+        return _choose(logits, greedy, temperature, top_k, top_p, generator)
+
+    def record(logits, token, position, start, prefilled):
+        probs = (F.softmax(logits.float(), -1) if greedy
+                 else next_token_probs(logits, temperature, top_k, top_p))
+        top = probs.topk(min(n_candidates, probs.shape[-1]), dim=-1)
+        return Step(position, start, prefilled, top.indices.cpu().clone(),
+                    top.values.cpu().clone(), token.cpu().clone())
 
     was_training = model.training
     model.eval()
-    cache = model.new_cache() if use_cache else None
-    start, cached_upto = 0, 0  # visible window is ids[:, start:]; cache holds ids[:, start:cached_upto]
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-    steps = []
-    # inference_mode is no_grad without autograd's bookkeeping (version counters, views).
-    # The prompt was checked once above and every new id is one the model chose from its own
-    # vocabulary, so the model may skip its per-call id check (validate=False): no sync per token.
     try:
         with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                if ids.shape[1] - start > block_size:  # the window is full: slide it
-                    start = ids.shape[1] - keep
-                    cached_upto = start  # the cached keys/values are no longer valid
-                if use_cache:
-                    prefilled = cached_upto == start  # first cycle, or the window slid
-                    if prefilled:
-                        cache.reset()
-                    logits = model(ids[:, cached_upto:], cache=cache, validate=False).logits[:, -1]
-                    cached_upto = ids.shape[1]
-                else:
-                    prefilled = True
-                    logits = model(ids[:, start:], validate=False).logits[:, -1]
-                nxt = sample_next(logits, temperature, top_k, top_p, generator, greedy=greedy)
-                if return_steps:
-                    probs = (F.softmax(logits.float(), -1) if greedy
-                             else next_token_probs(logits, temperature, top_k, top_p))
-                    top = probs.topk(min(n_candidates, probs.shape[-1]), dim=-1)
-                    steps.append(Step(ids.shape[1], start, prefilled, top.indices.cpu(),
-                                      top.values.cpu(), nxt.cpu()))
-                if len(stops):  # finished rows repeat their stop token
-                    nxt = torch.where(done, ids[:, -1], nxt)
-                    done = done | torch.isin(nxt, stops)
-                ids = torch.cat([ids, nxt[:, None]], dim=1)
-                if len(stops) and bool(done.all()):
-                    break
+            out, steps = _decode_windows(model, ids, max_new_tokens, choose, use_cache, keep,
+                                         stops, record if return_steps else None)
     finally:
         model.train(was_training)
-
-    # Tensors made under inference_mode refuse later autograd use: hand out normal copies.
-    ids = ids.clone()
-    for s in steps:
-        s.top_ids, s.top_probs, s.chosen = s.top_ids.clone(), s.top_probs.clone(), s.chosen.clone()
+    out = out.clone()  # tensors made under inference_mode refuse later autograd use
     if was_list:
-        out = ids[0].tolist()
-        if len(stops):
-            stop_set = set(stops.tolist())
-            hits = [i for i in range(len(prompt_ids), len(out)) if out[i] in stop_set]
-            out = out[: hits[0] + 1] if hits else out
-        ids = out
-    return (ids, steps) if return_steps else ids
+        out, stop_set = out[0].tolist(), set(stops.tolist())
+        hits = [i for i in range(ids.shape[1], len(out)) if out[i] in stop_set]
+        out = out[: hits[0] + 1] if hits else out
+    return (out, steps) if return_steps else out
 
 
-def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, *, stop=None, **kwargs) -> str:
+def _decode_windows(model, ids, max_new_tokens, choose, use_cache, keep, stops, record):
+    """Run :func:`decode` window by window; pad finished rows; stop once all have stopped."""
+    block_size, prompt_len, start = model.config.block_size, ids.shape[1], 0
+    steps, broken = [], []
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    while ids.shape[1] - prompt_len < max_new_tokens and not (len(stops) and bool(done.all())):
+        if ids.shape[1] - start > block_size:  # the window is full: slide it
+            start = ids.shape[1] - keep  # the model sees ids[:, start:]
+        todo = min(max_new_tokens - (ids.shape[1] - prompt_len),
+                   block_size - (ids.shape[1] - start) + 1)  # cycles before the next slide
+        cycles = _checked(decode(model, ids[:, start:], choose, use_cache))
+        for i, (logits, token) in zip(range(todo), cycles):
+            broken.append(_broken_rows(logits).any())  # no sync here: checked at the end
+            if record is not None:
+                steps.append(record(logits, token, ids.shape[1], start, i == 0 or not use_cache))
+            if len(stops):  # finished rows repeat their stop token
+                token = torch.where(done, ids[:, -1], token)
+                done = done | torch.isin(token, stops)
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            if len(stops) and bool(done.all()):
+                break
+    _check_cycles(broken, prompt_len)
+    return ids, steps
+
+
+def _checked(cycles):
+    """The cycles of :func:`decode`; a model that breaks the contract gets a clear TypeError."""
+    try:
+        first = next(cycles)
+    except (AttributeError, TypeError) as err:
+        if str(err).startswith(_CONTRACT):
+            raise
+        raise TypeError(f"{_CONTRACT}; calling it failed: {type(err).__name__}: {err}") from err
+    yield first
+    yield from cycles
+
+
+def _check_cycles(broken: list, prompt_len: int) -> None:
+    if broken and bool(torch.stack(broken).any()):
+        first = int(torch.stack(broken).nonzero()[0, 0])
+        raise ValueError(
+            f"the model returned NaN or inf logits at cycle {first} (the token at position "
+            f"{prompt_len + first}), so no token can be chosen; check its weights "
+            "(torch.isfinite(p).all() for each parameter)"
+        )
+
+
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, *, stop=None,
+                  **kwargs) -> str:
     """Continue ``prompt`` by ``max_new_tokens`` tokens and return only the new text.
 
     tokenizer: anything with ``encode(str) -> list[int]`` and ``decode(list[int]) -> str``

@@ -7,6 +7,7 @@ only (~1e-7 relative). Adam divides each gradient by its own running RMS, so for
 weights whose gradient is almost zero that rounding difference becomes a visible relative
 difference of their step. We therefore require mean |difference| <= 1e-7 over all weights
 and max |difference| <= 1e-5 (the weights moved by ~1e-2 in these 4 steps, lr 3e-3)."""
+import dataclasses
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path):
+def test_two_process_ddp_matches_one_process(tmp_path, one_thread):
     out = tmp_path / "ddp.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "lmcore.ddp", *ARGS,
@@ -47,13 +48,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "world_size=2 step=4" in log
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = build(parse_args(ARGS), torch.device("cpu"))  # one process, whole batch of 8
-        single.run(progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    single = build(parse_args(ARGS), torch.device("cpu"))  # one process, whole batch of 8
+    single.run(progress=False)
     ckpt = load_checkpoint(out, restore_rng=False)
     assert ckpt["step"] == 4 and ckpt["extra"]["world_size"] == 2
     diffs = torch.cat([(p - ckpt["model"][name]).abs().flatten() for name, p in single.model.state_dict().items()])
@@ -61,3 +57,17 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # ...and the steps really moved the weights (the comparison is not trivially true)
     fresh = build(parse_args(ARGS), torch.device("cpu")).model.state_dict()
     assert max((fresh[k] - v).abs().max().item() for k, v in ckpt["model"].items()) > 1e-3
+
+
+def test_build_follows_the_char_gpt_recipe():
+    """Sizes left out on the command line are the recipe's (lmcore.train.char_gpt_recipe)."""
+    from lmcore.train import char_gpt_recipe
+
+    trainer = build(parse_args(["--iters", "50"]), torch.device("cpu"))
+    recipe_model, recipe_train = char_gpt_recipe(trainer.raw_model.config.vocab_size, 50)
+    assert trainer.raw_model.config == recipe_model
+    assert trainer.config == dataclasses.replace(recipe_train, eval_interval=100,
+                                                 eval_iters=10)
+    small = build(parse_args(ARGS), torch.device("cpu"))
+    assert (small.raw_model.config.n_embd, small.config.lr) == (32, 3e-3)
+    assert small.config.min_lr == 3e-3 / 10  # min_lr follows a given lr
