@@ -6,6 +6,6 @@ Start with :func:`lmcore.device.get_device` and :func:`lmcore.device.seed_everyt
 
 __version__ = "0.1.0"
 
-from .device import get_device, pick, seed_everything  # noqa: E402
+from .device import get_device, pick, seed_everything
 
 __all__ = ["__version__", "get_device", "pick", "seed_everything"]
