@@ -1,8 +1,12 @@
 # Two commands for a fresh clone (see README.md):
 #   make book   create .venv if missing, install, execute every chapter, build _build/html
-#   make test   the same environment; every test: lmcore, chapters (nbval), the site in a browser
-#   make serve  view the built site on http://127.0.0.1:8000
+#   make test   the same environment; every test: ruff, lmcore, chapters (nbval), the site
+# and, for readers and authors:
+#   make serve      view the built site on http://127.0.0.1:8000
+#   make lab        JupyterLab on the chapters, with the live widget explorers
+#   make gpu-check  on a machine with a CUDA GPU: the unit tests and every chapter on it
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
@@ -10,8 +14,11 @@ STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 VENDOR_STAMP := site_static/vendor/.stamp
 PYTEST_WORKERS ?= 2
+# Executed chapters that the book build reads (myst-nb's jupyter-cache, _config.yml).
+CACHE := _build/.jupyter_cache
+PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: book test unit serve bench clean env
+.PHONY: book site test unit lint lab serve bench gpu-check clean env
 
 env: $(STAMP) $(VENDOR_STAMP)
 
@@ -31,27 +38,62 @@ $(VENDOR_STAMP): $(STAMP) $(NODE_STAMP) tools/vendor_js.py
 	$(PY) tools/vendor_js.py
 	touch $@
 
-# Executes every chapter (LMCORE_BOOK_BUILD=1 makes plotly figures use the site's one
-# copy of plotly.js) and writes the HTML into _build/html.
+# Executes every chapter and writes the HTML into _build/html. The cache is emptied first:
+# its key is the notebook's code, not lmcore's, so an old entry could show old outputs.
 book: env
+	rm -rf $(CACHE)
+	$(MAKE) --no-print-directory site
+
+# The HTML from the executed chapters in $(CACHE); a chapter that is not there is executed
+# (and stored) now. LMCORE_BOOK_BUILD=1: plotly figures use the site's one plotly.js.
+site: env
 	$(PY) tools/build_glossary.py --check
-	LMCORE_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . --all
+	mkdir -p _build
+	LMCORE_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . --all 2>&1 | tee _build/book.log
 	@echo "The book is in _build/html (make serve to view it)."
 
-# lmcore unit tests only: quick feedback while developing.
+# lmcore unit tests, ruff and the static chapter checks: quick feedback while developing.
 unit: env
-	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/test_site.py
+	$(PYTEST) -q -m "not browser and not executed" tests
 
-# Everything: unit tests, every chapter from a fresh kernel (nbval, asserts in cells), and
-# the built site in headless Debian chromium with no network (screenshots: _build/screenshots).
-test: book
-	# One BLAS thread per worker: two workers share the 2 cores instead of fighting over them.
-	OMP_NUM_THREADS=1 LMCORE_REQUIRE_SITE=1 $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadscope \
-	    --nbval-lax --durations=15 tests chapters
+lint: env
+	$(PY) -m ruff check .
+
+# Everything, executing each chapter once:
+# 1. ruff, the unit tests, the chapter checks, the Colab cell, JupyterLab, and every chapter
+#    from a fresh kernel with nbval (each cell a test, asserts in cells). nbval's run is also
+#    the book's execution: tools/nbval_cache.py stores each executed notebook, outputs and
+#    widget state as nbclient would write them, in $(CACHE). One BLAS thread per worker: two
+#    workers share the 2 cores instead of fighting over them (the chapters' own kernels
+#    follow lmcore.notebook.setup(), as in the book build).
+# 2. The site from those notebooks; the build must execute none of them again.
+# 3. The built site in headless chromium (screenshots: _build/screenshots), and the checks
+#    on the executed outputs.
+test: env
+	rm -rf $(CACHE)
+	LMCORE_EXECUTION_CACHE=$(CACHE) OMP_NUM_THREADS=1 $(PYTEST) -n $(PYTEST_WORKERS) --dist loadscope \
+	    --nbval-lax --durations=15 -m "not browser and not executed" tests chapters
+	$(MAKE) --no-print-directory site
+	@! grep -n "Executing notebook" _build/book.log || { echo "make test: the book build executed" \
+	    "the chapters above again; nbval's run should have stored them (tools/nbval_cache.py)"; exit 1; }
+	LMCORE_REQUIRE_SITE=1 $(PYTEST) -n $(PYTEST_WORKERS) --durations=5 -m "browser or executed" tests
+
+# JupyterLab on the chapters (tools/lab.py; LAB_ARGS="--no-browser --port=8890" for example).
+lab: env
+	$(PY) tools/lab.py $(LAB_ARGS)
 
 serve:
 	@test -f _build/html/index.html || { echo "no site yet: run make book"; exit 1; }
 	$(PY) -m http.server --bind 127.0.0.1 --directory _build/html 8000
+
+# On a machine with a CUDA GPU (e.g. a cloud VM with a T4): the unit tests and every chapter
+# with LMCORE_DEVICE=cuda, so a green result means the GPU path ran. Elsewhere it refuses.
+gpu-check: env
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || { \
+	    echo "make gpu-check: no CUDA GPU here (torch.cuda.is_available() is False)." \
+	         "It runs everything on the GPU, so it needs a machine with one."; exit 1; }
+	LMCORE_DEVICE=cuda $(PYTEST) -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax --durations=15 \
+	    -m "not browser and not executed" tests chapters
 
 bench: env
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

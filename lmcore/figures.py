@@ -6,7 +6,7 @@ that control, so no chapter writes the "visible" lists by hand.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _check_groups(groups, labels, titles, n_traces: int) -> list[list[int]]:

@@ -1,9 +1,10 @@
 """Set-up shared by every chapter: device, seed, and figures that work on the static site.
 
-``setup()`` is the first call in each chapter after the imports. In the book build
-(``LMCORE_BOOK_BUILD=1``, set by the Makefile) plotly figures are written as HTML that uses
-the one copy of plotly.js the site serves from ``_static``; in Jupyter and Colab plotly's
-own renderer is left alone.
+``setup()`` is the first call in each chapter after the imports. In the book's execution
+(``LMCORE_BOOK_BUILD=1``: the Makefile sets it for the book build, and
+``tools/nbval_cache.py`` for the nbval run whose notebooks the build uses) plotly figures
+are written as HTML that uses the one copy of plotly.js the site serves from ``_static``;
+in Jupyter and Colab plotly's own renderer is left alone.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def in_colab() -> bool:
 
 
 def building_book() -> bool:
-    """True while Jupyter Book executes the chapters (the Makefile sets LMCORE_BOOK_BUILD=1)."""
+    """True while the chapters are executed for the book (LMCORE_BOOK_BUILD=1)."""
     return os.environ.get("LMCORE_BOOK_BUILD") == "1"
 
 

@@ -2,59 +2,107 @@
 
 Weights are accepted as (layers, heads, T, S), as a list per layer of (heads, T, S) or
 (batch, heads, T, S) tensors (lmcore / Hugging Face ``output_attentions``), or (T, S).
-Token strings are escaped before they reach any HTML or JavaScript.
+Token strings are escaped before they reach any HTML, JavaScript or matplotlib mathtext.
+The bertviz views load their scripts from bertviz's CDN; the book build serves local
+copies instead (``tools/sphinx/offline_site.py``), so nothing here knows about the site.
 """
 from __future__ import annotations
 
 import html
-import re
 import time
 
 import numpy as np
 import torch
 
-from .notebook import building_book
 
-CDN_TO_LOCAL = {
-    "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.6/require.min.js": "../_static/vendor/require.min.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/d3/5.7.0/d3.min": "../_static/vendor/d3.min",
-    "https://cdnjs.cloudflare.com/ajax/libs/jquery/2.0.0/jquery.min": "../_static/vendor/jquery.min",
-}
+def _check_int(value, name, low=None, high=None):
+    """value must be an int (not a bool) with low <= value < high; returns it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}={value!r}; expected an int")
+    if (low is not None and value < low) or (high is not None and value >= high):
+        span = f"{low}..{high - 1}" if high is not None else f">= {low}"
+        raise ValueError(f"{name}={value} out of range; expected {span}")
+    return int(value)
+
+
+def _as_array(w, name) -> np.ndarray:
+    if isinstance(w, torch.Tensor):
+        w = w.detach().float().cpu().numpy()
+    else:
+        try:
+            w = np.asarray(w, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} is a {type(w).__name__}; expected a tensor or array "
+                            "of attention weights") from None
+    if w.size and not np.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or infinite weights")
+    return w
 
 
 def as_layers(weights, batch=0) -> np.ndarray:
     """Any accepted layout -> float numpy (layers, heads, T, S).
 
     A list/tuple per layer may hold (heads, T, S) or (batch, heads, T, S) tensors; for the
-    latter, ``batch`` picks the sequence.
+    latter, ``batch`` picks the sequence. Layouts without a batch axis need ``batch=0``.
     """
+    batch = _check_int(batch, "batch", 0)
     if isinstance(weights, (list, tuple)):
         if not weights:
             raise ValueError("weights is an empty list; expected one (heads, T, S) tensor per layer")
         layers = []
-        for w in weights:
-            w = as_layers(w)
-            if w.shape[0] > 1:  # this layer's tensor was (batch, heads, T, S)
-                if not 0 <= batch < w.shape[0]:
-                    raise ValueError(f"batch={batch} out of range for per-layer weights {w.shape}")
-            layers.append(w[batch] if w.shape[0] > 1 else w[0])
+        for i, w in enumerate(weights):
+            w = _as_array(w, f"weights[{i}]")
+            if w.ndim == 4:  # (batch, heads, T, S)
+                if batch >= w.shape[0]:
+                    raise ValueError(f"batch={batch} out of range: weights[{i}] has shape "
+                                     f"{w.shape}, a batch of {w.shape[0]}")
+                w = w[batch]
+            elif w.ndim not in (2, 3):
+                raise ValueError(f"weights[{i}] has shape {w.shape}; expected (heads, T, S) "
+                                 "or (batch, heads, T, S)")
+            elif batch:
+                raise ValueError(f"batch={batch} but weights[{i}] has shape {w.shape}, "
+                                 "which has no batch axis; expected batch=0")
+            layers.append(w.reshape((1,) * (3 - w.ndim) + w.shape))  # (T, S): one head
         if len({w.shape for w in layers}) != 1:
             raise ValueError(f"per-layer weights differ in shape: {[w.shape for w in layers]}")
         return np.stack(layers)
-    w = weights.detach().float().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights, float)
-    if w.ndim in (2, 3, 4):
-        return w.reshape((1,) * (4 - w.ndim) + w.shape)
-    raise ValueError(f"weights has shape {w.shape}; expected (T, S), (heads, T, S), "
-                     f"(layers, heads, T, S) or a list per layer of (heads, T, S) / (batch, heads, T, S)")
+    w = _as_array(weights, "weights")
+    if w.ndim not in (2, 3, 4):
+        raise ValueError(f"weights has shape {w.shape}; expected (T, S), (heads, T, S), "
+                         "(layers, heads, T, S) or a list per layer of (heads, T, S) / "
+                         "(batch, heads, T, S)")
+    if batch:
+        raise ValueError(f"batch={batch} but weights of shape {w.shape} have no batch axis "
+                         "(a list per layer of (batch, heads, T, S) has); expected batch=0")
+    return w.reshape((1,) * (4 - w.ndim) + w.shape)
+
+
+def _token_strings(tokens, n, name):
+    """tokens (a sequence of n items, or None for 0..n-1) -> n strings."""
+    if tokens is None:
+        return [str(i) for i in range(n)]
+    if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
+        raise TypeError(f"{name} is a {type(tokens).__name__}; expected a list of {n} tokens")
+    if len(tokens) != n:
+        raise ValueError(f"{name} has {len(tokens)} tokens but the weights have {n} positions")
+    return [str(t) for t in tokens]
 
 
 def _labels(tokens, n, name):
-    if tokens is None:
-        return [str(i) for i in range(n)]
-    tokens = [str(t) for t in tokens]
-    if len(tokens) != n:
-        raise ValueError(f"{name} has {len(tokens)} tokens but the weights have {n} positions")
-    return [html.escape(t, quote=False) for t in tokens]  # plotly decodes &lt; &amp; (not &quot;)
+    """Tokens for HTML and plotly: plotly decodes &lt; &amp; (not &quot;)."""
+    return [html.escape(t, quote=False) for t in _token_strings(tokens, n, name)]
+
+
+def _tex_safe(label: str) -> str:
+    """A label for matplotlib: a "$" would start mathtext (and "$x" fails to parse)."""
+    return label.replace("$", r"\$")
+
+
+def _slanted_height(labels, angle=60) -> int:
+    """Pixels that tick labels slanted at ``angle`` degrees need (wide characters count 2)."""
+    widest = max((sum(2 if ord(c) > 0x2E80 else 1 for c in label) for label in labels), default=0)
+    return round(7 * widest * np.sin(np.radians(angle))) + 8
 
 
 def _unique(labels):
@@ -78,6 +126,8 @@ def attention_heatmap(weights, tokens=None, key_tokens=None, batch=0, title="Att
     import plotly.graph_objects as go
 
     w = as_layers(weights, batch)
+    decimals = _check_int(decimals, "decimals", 0)
+    height = _check_int(height, "height", 1)
     L, H, T, S = w.shape
     y = _unique(_labels(tokens, T, "tokens"))
     x = _unique(_labels(key_tokens if key_tokens is not None else (tokens if S == T else None), S, "key_tokens"))
@@ -97,7 +147,10 @@ def attention_heatmap(weights, tokens=None, key_tokens=None, batch=0, title="Att
                               "hoverinfo": ["all" if i % H == head else "skip" for i in range(n)]}])
                   for head in range(H)]
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=60, b=10),
+        # The title at the top of the figure and, under it, room for the key axis (on top,
+        # where a matrix has its column labels): its title and its labels slanted at 60°.
+        title=dict(text=title, yref="container", y=1, yanchor="top", pad=dict(t=10)),
+        height=height, margin=dict(l=10, r=10, t=70 + _slanted_height(x), b=10),
         coloraxis=dict(colorscale="Blues", cmin=0, cmax=1, colorbar=dict(title="weight")),
         xaxis=dict(type="category", side="top", title="key (attended to)", tickangle=-60),
         yaxis=dict(type="category", autorange="reversed", title="query"),
@@ -114,11 +167,11 @@ def attention_grid(weights, tokens=None, key_tokens=None, layer=0, batch=0, cmap
     import matplotlib.pyplot as plt
 
     w = as_layers(weights, batch)
-    if not 0 <= layer < w.shape[0]:
-        raise ValueError(f"layer={layer} out of range; the weights have {w.shape[0]} layers")
+    layer = _check_int(layer, "layer", 0, w.shape[0])
     H, T, S = w.shape[1:]
-    y = [str(t) for t in tokens] if tokens is not None else [str(i) for i in range(T)]
-    x = [str(t) for t in key_tokens] if key_tokens is not None else (y if S == T else [str(i) for i in range(S)])
+    y = [_tex_safe(t) for t in _token_strings(tokens, T, "tokens")]
+    keys = key_tokens if key_tokens is not None else (tokens if S == T else None)
+    x = [_tex_safe(t) for t in _token_strings(keys, S, "key_tokens")]
     fig, axes = plt.subplots(1, H, figsize=(2.2 + 2.6 * H, 2.6 + 0.12 * T), squeeze=False)
     for head, ax in enumerate(axes[0]):
         im = ax.imshow(w[layer, head], cmap=cmap, vmin=0, vmax=1)
@@ -131,7 +184,10 @@ def attention_grid(weights, tokens=None, key_tokens=None, layer=0, batch=0, cmap
 
 def weights_table_html(w, tokens, key_tokens=None, decimals=2) -> str:
     """A (T, S) weight matrix as a small coloured HTML table (escaped tokens)."""
-    w = np.asarray(w, float)
+    w = _as_array(w, "w")
+    if w.ndim != 2:
+        raise ValueError(f"w has shape {w.shape}; expected (T, S)")
+    decimals = _check_int(decimals, "decimals", 0)
     rows = _labels(tokens, w.shape[0], "tokens")
     cols = _labels(key_tokens if key_tokens is not None else tokens, w.shape[1], "key_tokens")
     head = "".join(f"<th style='writing-mode:vertical-rl;font-weight:normal'>{c}</th>" for c in cols)
@@ -157,6 +213,15 @@ class AttentionExplorer:
     def __init__(self, attend, text="the cat sat on the mat", tokenize=None, max_tokens=64):
         import ipywidgets as W
 
+        if not callable(attend):
+            raise TypeError(f"attend is a {type(attend).__name__}; expected a function "
+                            "attend(tokens, causal, scale) -> weights")
+        if tokenize is not None and not callable(tokenize):
+            raise TypeError(f"tokenize is a {type(tokenize).__name__}; expected a function "
+                            "tokenize(text) -> list of str, or None")
+        if not isinstance(text, str):
+            raise TypeError(f"text is a {type(text).__name__}; expected a str")
+        max_tokens = _check_int(max_tokens, "max_tokens", 1)
         self.attend, self.tokenize, self.max_tokens = attend, tokenize or str.split, max_tokens
         self.text = W.Text(value=text, description="sentence", layout=W.Layout(width="95%"),
                            continuous_update=False)
@@ -200,9 +265,11 @@ def attention_explorer(attend, text="the cat sat on the mat", tokenize=None, max
     return AttentionExplorer(attend, text, tokenize, max_tokens)
 
 
-# --- bertviz, offline ----------------------------------------------------------------------
+# --- bertviz -------------------------------------------------------------------------------
 _PLACEHOLDER = {"<": "\ue000", ">": "\ue001", "&": "\ue002"}
 _JS_ESCAPE = {"\\ue000": "\\u003c", "\\ue001": "\\u003e", "\\ue002": "\\u0026"}
+_PARAMS, _HACK = "const params = ", "; // HACK: "
+_MARKER = " is a template marker that is replaced by actual params."
 
 
 def _bertviz_layers(weights, batch=0, decimals=3):
@@ -215,65 +282,99 @@ def _bertviz_layers(weights, batch=0, decimals=3):
     return [torch.from_numpy(w[i]).unsqueeze(0) for i in range(w.shape[0])]
 
 
-def _safe_tokens(tokens):
+def _safe_tokens(tokens, n, name):
     # bertviz puts the tokens into a <script> through json.dumps, which leaves "</script>"
-    # intact; d3 then shows them with .text() (no HTML parsing). So we swap <, >, & for
-    # private-use characters here and for JavaScript escapes (\u003c ...) in the output.
-    if tokens is None:
-        return None
+    # and "<!--" intact; d3 then shows them with .text() (no HTML parsing). So we swap <, >,
+    # & for private-use characters here and for JavaScript escapes (\u003c ...) in the output.
     out = []
-    for t in tokens:
-        t = str(t)
+    for t in _token_strings(tokens, n, name):
         for ch, ph in _PLACEHOLDER.items():
             t = t.replace(ph, "").replace(ch, ph)
         out.append(t)
     return out
 
 
-def _finish(result, local=None):
+def _drop_params_comment(line: str) -> str:
+    """bertviz writes its params twice on one line: ``const params = P; // HACK: P is a
+    template marker...``. Keep ``const params = P;``, found by length, not by pattern, so
+    that no token ("//", "HACK", the marker text itself) can confuse it."""
+    body = line.strip()
+    if not (body.startswith(_PARAMS) and body.endswith(_MARKER)):
+        return line
+    body = body[len(_PARAMS):-len(_MARKER)]
+    params = body[: (len(body) - len(_HACK)) // 2]
+    if body != params + _HACK + params:
+        raise RuntimeError("bertviz's output has an unexpected form; lmcore.viz needs updating")
+    return line[: len(line) - len(line.lstrip())] + _PARAMS + params + ";"
+
+
+def _finish(result):
     text = result.data if hasattr(result, "data") else str(result)
-    # bertviz substitutes its params into a JS comment as well: drop that second copy of the data
-    text = re.sub(r"; // HACK: .*? is a template marker that is replaced by actual params\.", ";", text)
+    text = "\n".join(_drop_params_comment(line) for line in text.split("\n"))
     for ph, esc in _JS_ESCAPE.items():
         text = text.replace(ph, esc)
-    if building_book() if local is None else local:
-        for cdn, path in CDN_TO_LOCAL.items():
-            text = text.replace(cdn, path)
     from IPython.display import HTML
     return HTML(text)
 
 
-def head_view_html(attentions, tokens, layer=None, heads=None, batch=0, local=None, **kwargs):
+def _check_view(w, layer, heads):
+    L, H = w.shape[:2]
+    if layer is not None:
+        _check_int(layer, "layer", 0, L)
+    if heads is not None:
+        if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__"):
+            raise TypeError(f"heads={heads!r}; expected a list of head indices or None")
+        for h in heads:
+            _check_int(h, "heads entry", 0, H)
+
+
+def head_view_html(attentions, tokens, layer=None, heads=None, batch=0, **kwargs):
     """bertviz head view as an ``IPython.display.HTML`` (display it, or use ``.data``).
 
     attentions: a list/tuple per layer of (B, H, T, T) tensors (lmcore or HF
-    ``output_attentions``) or an array (L, H, T, T). In the book build (or ``local=True``)
-    the CDN scripts are replaced by the copies in ``_static/vendor``.
+    ``output_attentions``) or an array (L, H, T, T); tokens: the T tokens.
+    layer / heads: what is selected first (None: bertviz's choice).
     """
     from bertviz import head_view
-    return _finish(head_view(_bertviz_layers(attentions, batch), _safe_tokens(tokens), layer=layer,
-                             heads=heads, html_action="return", **kwargs), local)
+
+    layers = _bertviz_layers(attentions, batch)
+    _check_view(as_layers(layers), layer, heads)
+    tokens = _safe_tokens(tokens, layers[0].shape[-1], "tokens")
+    return _finish(head_view(layers, tokens, layer=layer, heads=heads, html_action="return",
+                             **kwargs))
 
 
-def model_view_html(attentions, tokens, batch=0, local=None, **kwargs):
+def model_view_html(attentions, tokens, batch=0, **kwargs):
     """bertviz model view (all layers x heads) as ``IPython.display.HTML``; see head_view_html."""
     from bertviz import model_view
-    return _finish(model_view(_bertviz_layers(attentions, batch), _safe_tokens(tokens),
-                              html_action="return", **kwargs), local)
+
+    layers = _bertviz_layers(attentions, batch)
+    tokens = _safe_tokens(tokens, layers[0].shape[-1], "tokens")
+    return _finish(model_view(layers, tokens, html_action="return", **kwargs))
 
 
 def cross_view_html(encoder_attention, decoder_attention, cross_attention, encoder_tokens,
-                    decoder_tokens, batch=0, local=None, **kwargs):
-    """bertviz head view of an encoder-decoder: encoder, decoder and cross attention."""
+                    decoder_tokens, batch=0, **kwargs):
+    """bertviz head view of an encoder-decoder: encoder, decoder and cross attention.
+
+    Shapes per layer: encoder (B, H, S, S), decoder (B, H, T, T), cross (B, H, T, S).
+    """
     from bertviz import head_view
-    return _finish(head_view(encoder_attention=_bertviz_layers(encoder_attention, batch),
-                             decoder_attention=_bertviz_layers(decoder_attention, batch),
-                             cross_attention=_bertviz_layers(cross_attention, batch),
-                             encoder_tokens=_safe_tokens(encoder_tokens),
-                             decoder_tokens=_safe_tokens(decoder_tokens),
-                             html_action="return", **kwargs), local)
+
+    enc, dec, cross = (_bertviz_layers(a, batch) for a in
+                       (encoder_attention, decoder_attention, cross_attention))
+    S, T = enc[0].shape[-1], dec[0].shape[-1]
+    if tuple(cross[0].shape[-2:]) != (T, S):
+        raise ValueError(f"cross_attention has (T, S) = {tuple(cross[0].shape[-2:])}; expected "
+                         f"({T}, {S}) from the decoder and encoder attention")
+    return _finish(head_view(encoder_attention=enc, decoder_attention=dec, cross_attention=cross,
+                             encoder_tokens=_safe_tokens(encoder_tokens, S, "encoder_tokens"),
+                             decoder_tokens=_safe_tokens(decoder_tokens, T, "decoder_tokens"),
+                             html_action="return", **kwargs))
 
 
 def figure_json_kb(fig) -> float:
     """Size of a plotly figure's JSON in KB (the site embeds it in the page)."""
+    if not hasattr(fig, "to_json"):
+        raise TypeError(f"fig is a {type(fig).__name__}; expected a plotly figure")
     return len(fig.to_json()) / 1024

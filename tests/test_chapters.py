@@ -1,7 +1,10 @@
 """Every chapter follows the template in CONTRIBUTING.md (checked statically here; the
-chapters themselves are executed by `pytest --nbval-lax chapters` and by the book build)."""
+chapters themselves are executed once per `make test`, by `pytest --nbval-lax chapters`,
+and the book is built from those executions). The `executed` tests read the executed
+notebooks that run leaves in the book's jupyter-cache."""
 import ast
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -11,11 +14,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-import build_glossary  # noqa: E402
-import new_chapter  # noqa: E402
+import build_glossary
+import new_chapter
 
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
-BIB_KEYS = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "references.bib").read_text(encoding="utf-8"), re.M))
+WIDTH = 80  # characters the page shows of a code or output line without cutting it
+CACHE = ROOT / "_build" / ".jupyter_cache"  # where make test leaves the executed chapters
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+BIB_KEYS = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "references.bib").read_text(encoding="utf-8"), re.MULTILINE))
 
 
 def _source(nb, kind=None):
@@ -83,3 +89,66 @@ def test_citations_exist(path):
     for group in re.findall(r"\{cite(?::[pt])?\}`([^`]+)`", md):
         for key in group.split(","):
             assert key.strip() in BIB_KEYS, f"{key.strip()} is not in references.bib"
+
+
+def _long_lines(text, width=WIDTH):
+    """(line number, "length: start of the line") of each line longer than width."""
+    return [(i, f"{len(line.expandtabs(8))} characters: {line[:50]!r}...")
+            for i, line in enumerate(text.splitlines(), 1) if len(line.expandtabs(8)) > width]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_code_lines_fit_the_page(path):
+    """The page cuts code lines longer than 80 characters at the right edge."""
+    nb = nbformat.read(path, as_version=4)
+    long = [f"cell {i} line {n}: {what}" for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" for n, what in _long_lines(c.source)]
+    assert not long, f"code lines over {WIDTH} characters:\n" + "\n".join(long)
+
+
+# What the page shows of an output as text (richer types are drawn by the browser).
+RICH = ("text/html", "image/", "application/vnd.jupyter.widget-view+json", "text/latex",
+        "text/markdown", "application/vnd.plotly", "application/javascript", "image/svg+xml")
+
+
+def _shown_text(output):
+    if output.output_type == "stream":
+        return output.text if output.name == "stdout" else ""  # stderr: removed from the page
+    if output.output_type == "error":
+        return "\n".join(output.traceback)
+    data = output.get("data", {})
+    if "text/plain" not in data or any(k.startswith(RICH) for k in data) \
+            or output.get("metadata", {}).get("scrapbook"):  # glue: not shown where it is made
+        return ""
+    return data["text/plain"]
+
+
+def executed(path):
+    """The executed notebook make test stored for the book build, or None."""
+    from jupyter_cache import get_cache
+
+    if not (CACHE / "global.db").exists():
+        return None
+    try:
+        return get_cache(str(CACHE)).merge_match_into_notebook(nbformat.read(path, as_version=4))[1]
+    except KeyError:
+        return None
+
+
+@pytest.mark.executed
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_output_lines_fit_the_page(path):
+    """Printed output lines of the executed chapter are at most 80 characters too."""
+    nb = executed(path)
+    if nb is None:
+        if os.environ.get("LMCORE_REQUIRE_SITE") == "1":
+            pytest.fail(f"{path.name} is not in {CACHE}: the chapter did not pass its run")
+        pytest.skip("no executed notebook (make test stores them)")
+    # Consecutive stdout pieces are one text on the page (nb_merge_streams in _config.yml).
+    long = [f"cell {i} output line {n}: {what}" for i, c in enumerate(nb.cells)
+            if c.cell_type == "code"
+            for text in re.split("\x00", "".join(_shown_text(o) if o.output_type == "stream"
+                                                   else "\x00" + _shown_text(o) + "\x00"
+                                                   for o in c.outputs))
+            for n, what in _long_lines(ANSI.sub("", text))]
+    assert not long, f"output lines over {WIDTH} characters:\n" + "\n".join(long)

@@ -1,10 +1,12 @@
 """The built website in a real browser with no network: Debian's chromium driven by Playwright.
 
 Every page of `_build/html` is served on 127.0.0.1 and opened with every other host blocked.
-Checks: no JavaScript errors; no blocked script or stylesheet (nothing from a CDN); every
-plotly figure drawn; clicking a slider (or dropdown) changes its figure; math typeset by the
-local MathJax; saved ipywidget state drawn; bertviz views drawn. Screenshots of every page
-go to `_build/screenshots/` (a build artefact).
+Checks: no JavaScript errors; no response with status 4xx/5xx (a missing font or script);
+no blocked script or stylesheet (nothing from a CDN); every plotly figure drawn; clicking a
+slider (or dropdown) changes its figure; math typeset by the local MathJax; saved ipywidget
+state drawn; bertviz views drawn; on a phone's 390 px screen every figure fits, its panels
+are stacked rather than squeezed and no title, menu, slider or legend overlaps another.
+Screenshots of every page go to `_build/screenshots/` (a build artefact).
 
 `make test` builds the site first and sets LMCORE_REQUIRE_SITE=1, so a missing site fails
 the run there; a bare `pytest` without a built site skips these tests.
@@ -75,14 +77,22 @@ def _benign(text: str) -> bool:
     return "Failed to load resource" in text or text.startswith("Got invalid theme mode")
 
 
-def open_page(browser, url):
-    """Open url with only 127.0.0.1 reachable; return (page, js_errors, blocked_requests)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def open_page(browser, url, width=1280, height=900):
+    """Open url with only 127.0.0.1 reachable; return (page, errors, blocked_requests).
+
+    errors: JavaScript errors, and every response with status 4xx/5xx or failed request
+    to the site itself (a missing font is a missing icon)."""
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     errors, blocked = [], []
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     page.on("console", lambda msg: errors.append(f"console.error: {msg.text}")
             if msg.type == "error" and not _benign(msg.text) else None)
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 else None)
+    page.on("requestfailed", lambda r: errors.append(f"request failed ({r.failure}): {r.url}")
+            if urlparse(r.url).hostname in ("127.0.0.1", "localhost")
+            and "ERR_ABORTED" not in (r.failure or "") else None)
 
     def route(r):
         host = urlparse(r.request.url).hostname
@@ -130,7 +140,7 @@ def test_page_works_offline(browser, base_url, name):
         page.screenshot(path=str(SHOTS / (name.replace("/", "__") + ".png")), full_page=True)
         bad = [(kind, url) for kind, url in blocked if kind in ("script", "stylesheet", "xhr", "fetch")]
         assert not bad, f"{name} asks the network for: {bad}"
-        assert not errors, f"{name} JavaScript errors: {errors}"
+        assert not errors, f"{name}: JavaScript errors or failed requests: {errors}"
     finally:
         page.context.close()
 
@@ -193,6 +203,117 @@ def test_every_plot_control_changes_its_figure(browser, base_url, name):
                 _click_centre(page, items.last)
                 page.wait_for_timeout(400)
                 assert _figure_state(page, index) != before, f"{name}: figure {index} menu changed nothing"
+        assert not errors, errors
+    finally:
+        page.context.close()
+
+
+PHONE = {"width": 390, "height": 844}  # a common phone's CSS pixels
+_PHONE_LAYOUT = """() => {
+  const box = e => { const r = e.getBoundingClientRect();
+                     return [r.left, r.top, r.right, r.bottom].map(v => Math.round(v)); };
+  return [...document.querySelectorAll('div.plotly-graph-div')].map((gd, index) => {
+    if (!gd.offsetParent || !gd._fullLayout) return null;  // hidden (e.g. in a closed dropdown)
+    const fl = gd._fullLayout;
+    const panels = (fl._subplots.cartesian || []).map(id => {
+      const m = /^(x\\d*)(y\\d*)$/.exec(id);
+      const xa = fl['xaxis' + m[1].slice(1)], ya = fl['yaxis' + m[2].slice(1)];
+      return {id, overlay: !!(xa.overlaying || ya.overlaying), x: xa._offset, y: ya._offset,
+              w: xa._length, h: ya._length};
+    });
+    const labels = [];
+    const add = (what, e) => { const b = box(e); if (b[2] > b[0] && b[3] > b[1]) labels.push([what, b]); };
+    gd.querySelectorAll('.g-gtitle .gtitle').forEach(e => add('title', e));
+    gd.querySelectorAll('.infolayer > g[class^="g-x"], .infolayer > g[class^="g-y"]').forEach(
+      e => add('axis title ' + e.getAttribute('class'), e));
+    gd.querySelectorAll('.xaxislayer-above').forEach((e, k) => add('x tick labels ' + k, e));
+    gd.querySelectorAll('.annotation').forEach((e, k) => {
+      const a = (fl.annotations || [])[k];
+      if (a && a.xref === 'paper' && a.yref === 'paper') add('annotation "' + a.text + '"', e);
+    });
+    gd.querySelectorAll('.updatemenu-header-group, .updatemenu-button').forEach((e, k) => add('menu ' + k, e));
+    gd.querySelectorAll('.slider-group').forEach((e, k) => add('slider ' + k, e));
+    gd.querySelectorAll('.legend').forEach(e => add('legend', e));
+    const scrolled = [...gd.querySelectorAll('.legend .scrollbar')].some(e => e.getBoundingClientRect().height > 0);
+    gd.querySelectorAll('.colorbar').forEach((e, k) => add('colour bar ' + k, e));
+    return {index, layout: gd.getAttribute('data-lmcore-layout'), figure: box(gd),
+            svg: box(gd.querySelector('.main-svg')), container: box(gd.parentElement), panels, labels,
+            scrolled};
+  });
+}"""
+
+
+def _overlap(a, b):
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+@pytest.mark.parametrize("name", [n for n in _pages_with("plotly-graph-div") if n.startswith("chapters/")])
+def test_figures_fit_a_phone(browser, base_url, name):
+    """On a 390 px screen (site_static/narrow_figures.js): every figure fits the screen and
+    its container; side-by-side panels are stacked, and every panel is at least 40 % of the
+    figure wide;
+    panels do not overlap; titles, subplot titles, menus, sliders, legends and colour bars
+    neither overlap one another nor stick out of the figure."""
+    page, errors, _ = open_page(browser, base_url + name, **PHONE)
+    try:
+        n = page.locator("div.plotly-graph-div").count()
+        page.wait_for_function(
+            "n => document.querySelectorAll('div.plotly-graph-div .main-svg').length >= n", arg=n, timeout=30_000)
+        try:
+            page.wait_for_function(
+                """() => [...document.querySelectorAll('div.plotly-graph-div')].every(
+                       gd => !gd.offsetParent || gd.hasAttribute('data-lmcore-layout'))""", timeout=30_000)
+        except Exception:  # noqa: BLE001 (the assertion below says what is wrong)
+            pytest.fail(f"{name}: site_static/narrow_figures.js did not lay out every figure")
+        page.wait_for_timeout(500)
+        problems = []
+        for fig in filter(None, page.evaluate(_PHONE_LAYOUT)):
+            where = f"figure {fig['index']}"
+            if fig["layout"] == "error":
+                problems.append(f"{where}: narrow_figures.js failed")
+            left, _, right, _ = fig["figure"]
+            if left < -1 or right > PHONE["width"] + 1 or right > fig["container"][2] + 1:
+                problems.append(f"{where} is {right - left} px wide at x={left}: it does not fit")
+            if fig["svg"][3] > min(fig["figure"][3], fig["container"][3]) + 1:
+                problems.append(f"{where} is drawn {fig['svg'][3] - fig['figure'][3]} px below "
+                                "its box: it runs into the text under it")
+            panels = [p for p in fig["panels"] if not p["overlay"]]
+            for p in panels:
+                if p["w"] < 0.4 * (right - left):
+                    problems.append(f"{where} panel {p['id']} squeezed to {p['w']:.0f} px")
+            for i, p in enumerate(panels):
+                for q in panels[i + 1:]:
+                    a = [p["x"], p["y"], p["x"] + p["w"], p["y"] + p["h"]]
+                    b = [q["x"], q["y"], q["x"] + q["w"], q["y"] + q["h"]]
+                    if _overlap(a, b) > 4:
+                        problems.append(f"{where}: panels {p['id']} and {q['id']} overlap")
+            labels = fig["labels"]
+            if fig["scrolled"]:
+                problems.append(f"{where}: the legend does not fit and scrolls")
+            svg = fig["svg"]
+            for what, b in labels:
+                if b[0] < svg[0] - 2 or b[2] > svg[2] + 2 or b[1] < svg[1] - 2 or b[3] > svg[3] + 2:
+                    problems.append(f"{where}: {what} at {b} is cut off by the figure's edge {svg}")
+            for i, (what, a) in enumerate(labels):
+                for other, b in labels[i + 1:]:
+                    if _overlap(a, b) > 4:
+                        problems.append(f"{where}: {what} overlaps {other}")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / ("phone__" + name.replace("/", "__") + ".png")), full_page=True)
+        # Turned to landscape on a wide screen: each figure gets its own layout back.
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('div.plotly-graph-div')].every(
+                   gd => !gd.offsetParent || gd.getAttribute('data-lmcore-layout') === 'wide')""",
+            timeout=30_000)
+        page.wait_for_timeout(500)
+        for index, width, drawn in page.evaluate(
+                """() => [...document.querySelectorAll('div.plotly-graph-div')].filter(gd => gd.offsetParent)
+                       .map((gd, i) => [i, gd.getBoundingClientRect().width, gd._fullLayout.width])"""):
+            if abs(width - drawn) > 2:
+                problems.append(f"figure {index}: drawn {drawn} px wide in a {width} px box after "
+                                "the screen widened")
+        assert not problems, f"{name} at {PHONE['width']} px:\n" + "\n".join(problems)
         assert not errors, errors
     finally:
         page.context.close()

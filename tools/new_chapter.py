@@ -15,22 +15,38 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def repository_url() -> str:
     text = (ROOT / "_config.yml").read_text(encoding="utf-8")
-    match = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", text, re.M)
+    match = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", text, re.MULTILINE)
     if not match:
         raise SystemExit("_config.yml has no repository.url")
     return match.group(1)
 
 
 def colab_cell_source() -> str:
+    """The first code cell of every chapter (tools/sync_colab_cell.py rewrites it in each).
+
+    In Colab it clones the book and installs lmcore with ``pip install -e ".[book]"``;
+    pyproject.toml gives ranges, so Colab's own CUDA build of torch is kept. The clone's
+    URL and folder can be overridden (``LMCORE_REPO_URL``, ``LMCORE_COLAB_DIR``): that is
+    how tests/test_colab.py runs it against a local copy.
+    """
     url = repository_url()
-    return f'''# In Colab: fetch the book and install lmcore (Colab's own torch is kept). Elsewhere: nothing.
-import os, subprocess, sys
+    return f'''# In Colab: fetch the book and install lmcore (Colab's own torch is kept).
+# Elsewhere this cell does nothing.
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/lmbook"):
-        subprocess.run(["git", "clone", "--depth", "1", "{url}", "/content/lmbook"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/lmbook[book]"], check=True)
-    sys.path.insert(0, "/content/lmbook")
-    os.chdir("/content/lmbook/chapters")'''
+    url = os.environ.get(
+        "LMCORE_REPO_URL",
+        "{url}")
+    book = os.environ.get("LMCORE_COLAB_DIR", "/content/lmbook")
+    if not os.path.isdir(book):
+        subprocess.run(["git", "clone", "--depth", "1", url, book], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                        "-e", book + "[book]"], check=True)
+    sys.path.insert(0, book)
+    os.chdir(os.path.join(book, "chapters"))'''
 
 
 def new_chapter(path: Path, title: str) -> None:
