@@ -13,6 +13,9 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 VENDOR_STAMP := site_static/vendor/.stamp
+# The Playground's model: the shipped checkpoint exported to ONNX (+ vocabulary and lmcore's
+# reference probabilities), made at build time so that it cannot drift from the checkpoint.
+PLAYGROUND := site_static/playground/model/shakespeare_char_gpt.json
 PYTEST_WORKERS ?= 2
 # Executed chapters that the book build reads (myst-nb's jupyter-cache, _config.yml).
 CACHE := _build/.jupyter_cache
@@ -38,6 +41,10 @@ $(VENDOR_STAMP): $(STAMP) $(NODE_STAMP) tools/vendor_js.py
 	$(PY) tools/vendor_js.py
 	touch $@
 
+$(PLAYGROUND): $(STAMP) assets/models/shakespeare_char_gpt.pt tools/export_playground.py \
+		lmcore/export.py lmcore/transformer.py lmcore/attention.py lmcore/layers.py
+	$(PY) tools/export_playground.py
+
 # Executes every chapter and writes the HTML into _build/html. The cache is emptied first:
 # its key is the notebook's code, not lmcore's, so an old entry could show old outputs.
 book: env
@@ -46,7 +53,7 @@ book: env
 
 # The HTML from the executed chapters in $(CACHE); a chapter that is not there is executed
 # (and stored) now. LMCORE_BOOK_BUILD=1: plotly figures use the site's one plotly.js.
-site: env
+site: env $(PLAYGROUND)
 	$(PY) tools/build_glossary.py --check
 	mkdir -p _build
 	LMCORE_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . --all 2>&1 | tee _build/book.log

@@ -53,7 +53,9 @@ def test_chapter_template(path):
     assert re.search(r":class:\s*warning", md) and "Pitfall" in md, "no pitfall box"
     assert re.search(r":class:\s*dropdown", md) or any("hide-cell" in c.metadata.get("tags", []) for c in code), \
         "exercise solutions must be hidden behind a toggle"
-    assert "import plotly" in _source(nb, "code") or "lmcore.viz" in _source(nb, "code"), "no plotly figure"
+    code_src = _source(nb, "code")
+    assert any(s in code_src for s in ("import plotly", "lmcore.viz", "from lmcore import viz")), \
+        "no plotly figure"
     assert "ipywidgets" in _source(nb, "code") or "explorer" in _source(nb, "code"), "no widget explorer"
     assert any("assert " in c.source for c in code), "no cell asserts a number"
     assert ".cuda()" not in _source(nb, "code")

@@ -7,6 +7,7 @@ into node_modules/), and plotly.js from the installed plotly Python package.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +20,13 @@ FILES = {  # destination name -> source inside node_modules
     "require.min.js": "requirejs/require.js",  # require.js 2.3.7 (myst-nb widgets, bertviz)
     "d3.min.js": "d3/dist/d3.min.js",  # d3 5.7.0 (bertviz)
     "jquery.min.js": "jquery/dist/jquery.min.js",  # jQuery 3.7.1 (bertviz)
+    # ONNX Runtime Web 1.30.0 for the Playground (site_static/playground/playground.js), and
+    # only there: the ES-module bundle with its WebAssembly loader inside, and the one
+    # WebAssembly build it ships (threaded; the page runs it on one thread, so no
+    # COOP/COEP headers are needed).
+    "onnxruntime-web/ort.wasm.bundle.min.mjs": "onnxruntime-web/dist/ort.wasm.bundle.min.mjs",
+    "onnxruntime-web/ort-wasm-simd-threaded.wasm":
+        "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
 }
 TREES = {  # destination folder -> source folder inside node_modules
     "mathjax": "mathjax/es5",  # MathJax 3 with its fonts
@@ -38,6 +46,7 @@ def main() -> None:
         sys.exit("node_modules/ is missing: run `npm ci --ignore-scripts` first (make does this)")
     VENDOR.mkdir(parents=True, exist_ok=True)
     for dest, src in FILES.items():
+        (VENDOR / dest).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(NODE / src, VENDOR / dest)
     for dest, src in TREES.items():
         target = VENDOR / dest
@@ -49,6 +58,15 @@ def main() -> None:
     for name, src in LICENSES.items():
         if (NODE / src).exists():
             shutil.copyfile(NODE / src, lic / f"{name}-{Path(src).name}")
+    # onnxruntime-web ships no LICENSE file: its package.json says MIT and its bundle
+    # starts with the copyright notice; keep both with the vendored copy.
+    ort_dir = NODE / "onnxruntime-web"
+    notice = (ort_dir / "dist" / "ort.wasm.bundle.min.mjs").read_text(encoding="utf-8")
+    notice = notice[: notice.index("*/") + 2]
+    licence = json.loads((ort_dir / "package.json").read_text(encoding="utf-8"))["license"]
+    (lic / "onnxruntime-web-LICENSE.txt").write_text(
+        f"{notice}\n\nnpm package onnxruntime-web: license {licence!r} "
+        "(https://github.com/microsoft/onnxruntime/blob/main/LICENSE)\n", encoding="utf-8")
     import plotly
 
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
