@@ -17,16 +17,15 @@ of bad inputs tried, by module and outcome, to ``path`` (issue 10's closing note
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from badinputs import Ledger
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -56,7 +55,8 @@ PROPS = settings(max_examples=40, deadline=None, derandomize=True, database=None
                  suppress_health_check=[HealthCheck.too_slow,
                                         HealthCheck.function_scoped_fixture])
 SLOW = settings(PROPS, max_examples=15)
-TRIED = Counter()  # (module, outcome) -> bad inputs tried
+LEDGER = Ledger("test_props_generate_train")
+TRIED = LEDGER.tried
 
 TEXT = "to be or not to be, that is the question. " * 40
 TOK = CharTokenizer.from_text(TEXT)
@@ -67,31 +67,13 @@ TRAIN, VAL = IDS[:1500], IDS[1500:]
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    path = os.environ.get("LMCORE_BAD_INPUT_REPORT")
-    if path:
-        rows = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                rows = json.load(f)
-        rows += [{"module": m, "outcome": o, "count": n, "suite": "test_props_generate_train"}
-                 for (m, o), n in sorted(TRIED.items())]
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1)
+    LEDGER.write_report()
 
 
-def refuses(module, names, fn, exc=(ValueError, TypeError)):
-    """fn() must raise ``exc`` with a message naming one of ``names``; count the case."""
-    names = (names,) if isinstance(names, str) else names
-    with pytest.raises(exc) as info:
-        fn()
-    message = str(info.value)
-    assert any(n in message for n in names), f"message does not name {names}: {message}"
-    TRIED[(module, type(info.value).__name__)] += 1
+refuses = LEDGER.refuses
 
 
-def handled(module):
-    """Count a boundary input that must give a correct result (checked by the caller)."""
-    TRIED[(module, "correct result")] += 1
+handled = LEDGER.handled
 
 
 def tiny_gpt(seed=0, block_size=16, vocab_size=None):

@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import Counter
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from badinputs import Ledger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +36,8 @@ from lmcore.tokenize import BytePairTokenizer, CharTokenizer
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
-TRIED = Counter()  # (module, outcome) -> inputs tried
+LEDGER = Ledger("test_props_text")
+TRIED = LEDGER.tried
 # any Unicode text except lone surrogates (UTF-8 cannot encode them: a bad input below)
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)
 MIXED = ("the cat sat on the mat. the dog ate the hat! " * 8
@@ -47,16 +48,7 @@ BPE = BytePairTokenizer().train(MIXED, vocab_size=420)
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    path = os.environ.get("LMCORE_BAD_INPUT_REPORT")
-    if path:
-        rows = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                rows = json.load(f)
-        rows += [{"module": m, "outcome": o, "count": n, "suite": "test_props_text"}
-                 for (m, o), n in sorted(TRIED.items())]
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1)
+    LEDGER.write_report()
 
 
 # ---- properties -----------------------------------------------------------------------
