@@ -4,6 +4,7 @@ and the book is built from those executions). The `executed` tests read the exec
 notebooks that run leaves in the book's jupyter-cache."""
 import ast
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -83,6 +84,9 @@ def test_shown_code_exists_in_lmcore(path):
             thing = module
             for part in obj.group(1).split("."):
                 thing = getattr(thing, part)
+            # Sphinx reads the object from that very file: a re-export would not do
+            defined_in = Path(inspect.getsourcefile(inspect.unwrap(thing))).resolve()
+            assert defined_in == file, f"{obj.group(1)} is defined in {defined_in}, not {target}"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
