@@ -9,7 +9,7 @@ with ``torch.load(..., weights_only=True)`` (which refuses to run arbitrary pick
 
 Saving checks that everything in it is plain data (so what saves also loads), refuses to
 replace a read-only file, and writes atomically: to a temporary file beside the target
-(``.NAME.PID.XXXXXXXX.lmcore-tmp``), flushed to disk, then renamed over the old one with
+(``.NAME.PID.<random>.lmcore-tmp``), flushed to disk, then renamed over the old one with
 ``os.replace``. A crash mid-write leaves the last good checkpoint untouched, and the next
 save to the same target deletes temporary files whose process is gone. Loading checks
 everything (shapes, optimiser groups, RNG states) before it changes anything: a load is

@@ -8,14 +8,10 @@ weights whose gradient is almost zero that rounding difference becomes a visible
 difference of their step. We therefore require mean |difference| <= 1e-7 over all weights
 and max |difference| <= 1e-5 (the weights moved by ~1e-2 in these 4 steps, lr 3e-3)."""
 import dataclasses
-import os
-import signal
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
+from localhost import run_torchrun
 
 from lmcore.checkpoint import load_checkpoint
 from lmcore.ddp import build, parse_args
@@ -24,28 +20,11 @@ ARGS = ["--iters", "4", "--batch-size", "8", "--block-size", "16", "--n-layer", 
         "--n-embd", "32", "--eval-interval", "4", "--eval-iters", "1", "--lr", "3e-3"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path, one_thread):
     out = tmp_path / "ddp.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "lmcore.ddp", *ARGS,
-           "--out", str(out)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)  # own process group: we can kill all of it
-    try:
-        log, _ = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in 150 s:\n{log[-3000:]}")
-    assert proc.returncode == 0, log[-3000:]
+    log = run_torchrun(["-m", "lmcore.ddp", *ARGS, "--out", str(out)])
     assert "world_size=2 step=4" in log
 
     single = build(parse_args(ARGS), torch.device("cpu"))  # one process, whole batch of 8

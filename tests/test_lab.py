@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from localhost import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -28,17 +28,12 @@ pytestmark = pytest.mark.slow
 CHAPTER = "chapters/01_neural_networks.ipynb"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """(base URL, token) of a running JupyterLab; stopped after the tests."""
     tmp = tmp_path_factory.mktemp("lab")
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
            "JUPYTER_CONFIG_DIR": str(tmp / "config")}  # nothing from this machine's settings
     log = open(tmp / "lab.log", "w+")  # noqa: SIM115 (closed below, after the server)

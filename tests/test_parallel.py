@@ -4,15 +4,11 @@
 Tolerance 1e-5: the split only changes the order in which float32 partial sums are added
 (the all-reduce adds two half-width products instead of one full-width product)."""
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
+from localhost import run_torchrun
 
 from lmcore.parallel import (
     ColumnParallelLinear,
@@ -23,26 +19,9 @@ from lmcore.parallel import (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_tensor_parallel_mlp_matches_whole():
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "lmcore.parallel"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in 150 s:\n{log[-3000:]}")
-    assert proc.returncode == 0, log[-3000:]
+    log = run_torchrun(["-m", "lmcore.parallel"])
     line = next(ln for ln in log.splitlines() if ln.startswith("{"))
     result = json.loads(line)
     assert result["world_size"] == 2

@@ -12,21 +12,18 @@ and model, < 2 s, < 100 ms; printed, not asserted: a loaded machine is slower).
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from localhost import chromium, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = Path(os.environ.get("LMCORE_SITE_DIR", ROOT / "_build" / "html"))
 PAGE = SITE / "playground.html"
 META = SITE / "_static" / "playground" / "model" / "shakespeare_char_gpt.json"
-CHROMIUM = os.environ.get("LMCORE_CHROMIUM", "/usr/bin/chromium")
 TOL = 1e-3
 
 pytestmark = pytest.mark.browser
@@ -43,33 +40,17 @@ def _benign(text: str) -> bool:
     return "Failed to load resource" in text or text.startswith("Got invalid theme mode")
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def base_url():
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with serve(SITE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
-        yield browser
-        browser.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,16 @@ the run there; a bare `pytest` without a built site skips these tests.
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import os
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from localhost import chromium, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = Path(os.environ.get("LMCORE_SITE_DIR", ROOT / "_build" / "html"))
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = os.environ.get("LMCORE_CHROMIUM", "/usr/bin/chromium")
 PAGES = sorted(
     p.relative_to(SITE).as_posix()
     for p in [*SITE.glob("*.html"), *SITE.glob("chapters/*.html")]
@@ -40,35 +37,17 @@ if not (SITE / "index.html").exists():
     pytest.skip(f"no built site at {SITE} (run `make book`)", allow_module_level=True)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def base_url():
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with serve(SITE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
-        yield browser
-        browser.close()
+    with chromium() as b:
+        yield b
 
 
 def _benign(text: str) -> bool:
