@@ -52,14 +52,64 @@ def test_chapter_template(path):
         assert heading in md, f"missing section {heading!r}"
     assert list(build_glossary.chapter_terms(path)), "Key terms table is empty"
     assert re.search(r":class:\s*warning", md) and "Pitfall" in md, "no pitfall box"
-    assert re.search(r":class:\s*dropdown", md) or any("hide-cell" in c.metadata.get("tags", []) for c in code), \
-        "exercise solutions must be hidden behind a toggle"
     code_src = _source(nb, "code")
     assert any(s in code_src for s in ("import plotly", "lmcore.viz", "from lmcore import viz")), \
         "no plotly figure"
     assert "ipywidgets" in _source(nb, "code") or "explorer" in _source(nb, "code"), "no widget explorer"
     assert any("assert " in c.source for c in code), "no cell asserts a number"
     assert ".cuda()" not in _source(nb, "code")
+
+
+# sphinx-exercise blocks (CONTRIBUTING.md, "Exercises"): ```{exercise} Title / :label: ...
+DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution)\}[ \t]*(.*)\n((?::[\w-]+:.*\n)*)", re.M)
+
+
+def exercise_blocks(nb):
+    """[(kind, argument, {option: value}, cell index)] of the notebook's exercise and
+    solution directives, in order."""
+    return [(m.group(2), m.group(3).strip(),
+             dict(re.findall(r"^:([\w-]+):[ \t]*(.*)$", m.group(4), re.M)), i)
+            for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+            for m in DIRECTIVE.finditer(c.source)]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_exercises(path):
+    """Numbered exercises (sphinx-exercise), >= 4 per chapter, >= 2 coding; each with one
+    solution that a student edition can drop: a dropdown {solution} and, for a coding
+    exercise, code cells tagged solution (+ hide-cell) that assert the answer."""
+    nb = nbformat.read(path, as_version=4)
+    number = path.stem[:2]
+    blocks = exercise_blocks(nb)
+    exercises = [b for b in blocks if b[0] == "exercise"]
+    labels = [options.get("label") for _, _, options, _ in exercises]
+    assert labels == [f"ex-{number}-{k}" for k in range(1, len(labels) + 1)], \
+        f"exercise labels must be ex-{number}-1, ex-{number}-2, ... in order: {labels}"
+    assert len(exercises) >= 4, f"{len(exercises)} exercises; the template asks for >= 4"
+    assert all(title[:1].isupper() or not title[:1].isalpha() for _, title, _, _ in exercises)
+    solutions = [(arg, options) for kind, arg, options, _ in blocks if kind == "solution"]
+    assert sorted(arg for arg, _ in solutions) == sorted(labels), \
+        "every exercise needs exactly one {solution} naming its label"
+    assert all(options.get("class") == "dropdown" for _, options in solutions)
+    md = _source(nb, "markdown")
+    assert not re.search(r"\{admonition\}\s*(Exercise|Solution)", md), "use {exercise}/{solution}"
+    assert not re.search(r"(?<![`{])\bExercise \d", md.replace("{exercise}", "")), \
+        "refer to an exercise with {numref}`ex-NN-k`, numbers are sphinx-exercise's"
+    start = exercises[0][3]
+    ends = [i for *_, i in exercises[1:]] + [len(nb.cells)]
+    coding = 0
+    for (kind, title, options, first), end in zip(exercises, ends):
+        cells = [c for c in nb.cells[first:end] if c.cell_type == "code"]
+        solution_cells = [c for c in cells if "solution" in c.metadata.get("tags", [])]
+        if options.get("class") == "coding":
+            coding += 1
+            assert solution_cells and any("assert" in c.source for c in solution_cells), \
+                f"coding exercise {title!r}: no solution code cell (tag solution) that asserts"
+    assert coding >= 2, f"{coding} coding exercises (:class: coding); the template asks for >= 2"
+    for c in nb.cells[start:]:
+        tags = set(c.metadata.get("tags", [])) if c.cell_type == "code" else set()
+        assert ("hide-cell" in tags) == ("solution" in tags), \
+            f"an exercise code cell is tagged {sorted(tags)}: solution cells are hide-cell + solution"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

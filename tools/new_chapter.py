@@ -49,7 +49,18 @@ if "google.colab" in sys.modules:
     os.chdir(os.path.join(book, "chapters"))'''
 
 
+def exercise_source(number: str, k: int, coding: bool = False) -> str:
+    """An exercise and its solution in the book's form (CONTRIBUTING.md, item 9)."""
+    label = f"ex-{number}-{k}"
+    kind = "\n:class: coding" if coding else ""
+    heading = "## Exercises\n\n" if k == 1 else ""
+    return (f"{heading}```{{exercise}} Title\n:label: {label}{kind}\n"
+            "What to write and how it is checked.\n```\n"
+            f"```{{solution}} {label}\n:class: dropdown\nThe idea of the answer.\n```")
+
+
 def new_chapter(path: Path, title: str) -> None:
+    number = path.stem[:2]
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -59,7 +70,9 @@ def new_chapter(path: Path, title: str) -> None:
         nbformat.v4.new_code_cell("import torch\nimport lmcore\nfrom lmcore.notebook import setup, glue\n\ndevice = setup(seed=0)"),
         nbformat.v4.new_markdown_cell("## Learning goals\n\n- ..."),
         nbformat.v4.new_markdown_cell("## Key terms\n\n| English | 中文 | Meaning |\n|---|---|---|\n| term | 术语 | one line |"),
-        nbformat.v4.new_markdown_cell("## Exercises"),
+        nbformat.v4.new_markdown_cell(exercise_source(number, 1, coding=True)),
+        nbformat.v4.new_code_cell("# the reference answer\nassert ...",
+                                  metadata={"tags": ["hide-cell", "solution"]}),
     ]
     if path.exists():
         raise SystemExit(f"{path} exists; not overwriting")
