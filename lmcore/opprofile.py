@@ -8,6 +8,7 @@ operations with rough per-element FLOP counts, since the profiler gives none);
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -104,6 +105,10 @@ def profile_ops(fn, device="cpu", repeat: int = 3, threads: int | None = None) -
 
 def _profile_once(fn, device, activities, profile) -> dict:
     """{(op, shapes): (calls, seconds, Cost)} for one profiled call of fn."""
+    # Kineto, torch.profiler's C++ library, prints "profiler_start/stop" markers for
+    # tracing tools to stderr at its top level; only level 6 keeps them off a notebook
+    # page. It reads the variable when the profiler first starts. A user's own wins.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=activities, record_shapes=True) as prof:
         fn()
         synchronize(device)

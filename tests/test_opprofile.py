@@ -65,3 +65,22 @@ def test_profile_ops_counts_each_product_once():
     assert ops["gelu"]["calls"] == 1 and ops["gelu"]["intensity"] == 8 / (4 + 4)
     for r in rows:
         assert r["seconds"] > 0 and r["flops_per_s"] == pytest.approx(r["flops"] / r["seconds"])
+
+
+def test_profile_ops_keeps_kinetos_markers_off_stderr():
+    """Kineto's start/stop markers would land on the notebook page as stderr (ch. 11)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom lmcore.opprofile import profile_ops\n"
+            "profile_ops(lambda: torch.ones(8, 8) @ torch.ones(8, 8), repeat=1)")
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         env=env, timeout=120)
+    assert run.returncode == 0 and run.stderr == ""
+    # and a user's own level still wins (that is how this test would see the markers)
+    env["KINETO_LOG_LEVEL"] = "0"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         env=env, timeout=120)
+    assert run.returncode == 0 and "Trace" in run.stderr
