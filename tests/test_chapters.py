@@ -61,14 +61,14 @@ def test_chapter_template(path):
 
 
 # sphinx-exercise blocks (CONTRIBUTING.md, "Exercises"): ```{exercise} Title / :label: ...
-DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution)\}[ \t]*(.*)\n((?::[\w-]+:.*\n)*)", re.M)
+DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution)\}[ \t]*(.*)\n((?::[\w-]+:.*\n)*)", re.MULTILINE)
 
 
 def exercise_blocks(nb):
     """[(kind, argument, {option: value}, cell index)] of the notebook's exercise and
     solution directives, in order."""
     return [(m.group(2), m.group(3).strip(),
-             dict(re.findall(r"^:([\w-]+):[ \t]*(.*)$", m.group(4), re.M)), i)
+             dict(re.findall(r"^:([\w-]+):[ \t]*(.*)$", m.group(4), re.MULTILINE)), i)
             for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
             for m in DIRECTIVE.finditer(c.source)]
 

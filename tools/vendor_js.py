@@ -27,10 +27,19 @@ FILES = {  # destination name -> source inside node_modules
     "onnxruntime-web/ort.wasm.bundle.min.mjs": "onnxruntime-web/dist/ort.wasm.bundle.min.mjs",
     "onnxruntime-web/ort-wasm-simd-threaded.wasm":
         "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
+    # reveal.js 5.2.1 for the chapters' slides (tools/slides.py), not for the book's pages:
+    # the core, its stylesheet, the white theme (its fonts are local, below) and the
+    # speaker-notes plugin. Pinned to 5.x: with 6.0 (plugin files moved) the decks are blank.
+    "reveal.js/dist/reveal.js": "reveal.js/dist/reveal.js",
+    "reveal.js/dist/reveal.css": "reveal.js/dist/reveal.css",
+    "reveal.js/dist/theme/white.css": "reveal.js/dist/theme/white.css",
+    "reveal.js/plugin/notes/notes.js": "reveal.js/plugin/notes/notes.js",
 }
 TREES = {  # destination folder -> source folder inside node_modules
     "mathjax": "mathjax/es5",  # MathJax 3 with its fonts
     "npm/@jupyter-widgets/html-manager/dist": "@jupyter-widgets/html-manager/dist",  # ipywidgets 8 embed manager
+    "reveal.js/dist/theme/fonts/source-sans-pro":  # the white theme's font (slides)
+        "reveal.js/dist/theme/fonts/source-sans-pro",
 }
 LICENSES = {
     "requirejs": "requirejs/README.md",
@@ -38,6 +47,7 @@ LICENSES = {
     "jquery": "jquery/LICENSE.txt",
     "mathjax": "mathjax/LICENSE",
     "html-manager": "@jupyter-widgets/html-manager/dist/embed.js.LICENSE.txt",
+    "reveal.js": "reveal.js/LICENSE",
 }
 
 
