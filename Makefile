@@ -5,6 +5,12 @@
 #   make serve      view the built site on http://127.0.0.1:8000
 #   make lab        JupyterLab on the chapters, with the live widget explorers
 #   make gpu-check  on a machine with a CUDA GPU: the unit tests and every chapter on it
+# and for teaching (from the executed chapters that make book or make test leave):
+#   make book-student   the student edition (no solutions) in _build/student/html
+#   make slides         reveal.js slides of every chapter in _build/slides
+#   make pdf            the whole book as one PDF, printed offline by chromium
+#   make assignments    build the autograded assignments and grade the reference and
+#                       the wrong solutions (otter-grader)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 VENV ?= .venv
@@ -21,7 +27,7 @@ PYTEST_WORKERS ?= 2
 CACHE := _build/.jupyter_cache
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: book site test unit lint lab serve bench gpu-check clean env
+.PHONY: book site kit book-student slides pdf downloads assignments test unit lint lab serve bench gpu-check clean env
 
 env: $(STAMP) $(VENDOR_STAMP)
 
@@ -47,9 +53,11 @@ $(PLAYGROUND): $(STAMP) assets/models/shakespeare_char_gpt.pt tools/export_playg
 
 # Executes every chapter and writes the HTML into _build/html. The cache is emptied first:
 # its key is the notebook's code, not lmcore's, so an old entry could show old outputs.
+# Then the course kit from the same executions: student edition, slides, PDF, downloads.
 book: env
 	rm -rf $(CACHE)
 	$(MAKE) --no-print-directory site
+	$(MAKE) --no-print-directory kit
 
 # The HTML from the executed chapters in $(CACHE); a chapter that is not there is executed
 # (and stored) now. LMCORE_BOOK_BUILD=1: plotly figures use the site's one plotly.js.
@@ -57,7 +65,35 @@ site: env $(PLAYGROUND)
 	$(PY) tools/build_glossary.py --check
 	mkdir -p _build
 	LMCORE_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . --all 2>&1 | tee _build/book.log
+	@if grep -n "WARNING" _build/book.log | grep -v "IPKernelApp"; then \
+	    echo "make site: the build warned (above); the book builds without warnings"; exit 1; fi
 	@echo "The book is in _build/html (make serve to view it)."
+
+# The course kit. Each reads the executed chapters in $(CACHE) and executes none.
+kit: book-student slides pdf downloads
+
+book-student: env $(PLAYGROUND)
+	$(PY) tools/editions.py student
+
+slides: env
+	$(PY) tools/slides.py --out _build/slides --also-into _build/html/slides
+
+pdf: env
+	$(PY) tools/pdf.py --out _build/html/downloads/how-language-models-compute.pdf
+
+# The notebooks (with and without solutions) and the assignments' student notebooks,
+# linked from the course page.
+downloads: env
+	$(PY) tools/editions.py notebooks --out _build/html/downloads
+	$(PY) tools/assignments.py build
+	$(PY) tools/assignments.py pack
+
+# Grades each assignment's reference solution (full marks) and wrong solution (what it
+# should lose); make test does the same in tests/test_assignments.py.
+assignments: env
+	$(PY) tools/assignments.py build
+	$(PY) tools/assignments.py check
+	$(PY) tools/assignments.py pack
 
 # lmcore unit tests, ruff and the static chapter checks: quick feedback while developing.
 unit: env
@@ -73,14 +109,15 @@ lint: env
 #    widget state as nbclient would write them, in $(CACHE). One BLAS thread per worker: two
 #    workers share the 2 cores instead of fighting over them (the chapters' own kernels
 #    follow lmcore.notebook.setup(), as in the book build).
-# 2. The site from those notebooks; the build must execute none of them again.
-# 3. The built site in headless chromium (screenshots: _build/screenshots), and the checks
-#    on the executed outputs.
+# 2. The site from those notebooks, and the course kit (student edition, slides, PDF,
+#    downloads); none of them executes a chapter again.
+# 3. The built site, the student edition, the slides and the PDF in headless chromium
+#    (screenshots: _build/screenshots), and the checks on the executed outputs.
 test: env
 	rm -rf $(CACHE)
 	LMCORE_EXECUTION_CACHE=$(CACHE) OMP_NUM_THREADS=1 $(PYTEST) -n $(PYTEST_WORKERS) --dist loadscope \
 	    --nbval-lax --durations=15 -m "not browser and not executed" tests chapters
-	$(MAKE) --no-print-directory site
+	$(MAKE) --no-print-directory site kit
 	@! grep -n "Executing notebook" _build/book.log || { echo "make test: the book build executed" \
 	    "the chapters above again; nbval's run should have stored them (tools/nbval_cache.py)"; exit 1; }
 	LMCORE_REQUIRE_SITE=1 $(PYTEST) -n $(PYTEST_WORKERS) --durations=5 -m "browser or executed" tests

@@ -792,3 +792,21 @@ def test_download_zips_are_up_to_date(tmp_path):
     for path in fresh:
         assert (DOWNLOADS / path.name).read_bytes() == path.read_bytes(), \
             f"{DOWNLOADS / path.name} is not what the chapters make now"
+
+
+def test_student_toc_leaves_out_the_instructors_pages_only():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    student = editions.student_toc(toc)
+    assert "course" in editions.toc_files(toc)  # the reader edition has the course page
+    assert editions.toc_files(student) == [f for f in editions.toc_files(toc) if f != "course"]
+    assert "Teach with it" not in [p["caption"] for p in student["parts"]]  # no empty part
+
+
+@pytest.mark.executed
+def test_student_edition_has_no_course_page():
+    """The course page links the PDF and the notebooks with solutions."""
+    site = ROOT / "_build" / "student" / "html"
+    if not site.is_dir():
+        pytest.skip("no student edition (make test builds it)")
+    assert not (site / "course.html").exists()
+    assert "course.html" not in (site / "index.html").read_text(encoding="utf-8")

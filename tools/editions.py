@@ -229,6 +229,9 @@ def _check_solution_tags(notebooks: list[Path]) -> None:
 # ---------------------------------------------------------------------------------------
 # The student edition
 
+INSTRUCTOR_PAGES = ("course",)
+
+
 def student_config(config: dict, root: Path = ROOT, cache_path: Path = CACHE) -> dict:
     """The student edition's Jupyter Book configuration, made from the reader's."""
     config = copy.deepcopy(config)
@@ -255,6 +258,20 @@ def student_config(config: dict, root: Path = ROOT, cache_path: Path = CACHE) ->
     settings["hide_solutions"] = True
     settings["html_copy_source"] = False  # _sources/ would hand out every solution
     return config
+
+
+def student_toc(toc: dict) -> dict:
+    """The reader's table of contents without the instructors' pages (INSTRUCTOR_PAGES):
+    the course page links the PDF and notebooks with solutions, which this edition lacks."""
+    toc = copy.deepcopy(toc)
+    parts = []
+    for part in toc.get("parts", []):
+        part["chapters"] = [c for c in part.get("chapters", [])
+                            if c.get("file") not in INSTRUCTOR_PAGES]
+        if part["chapters"]:
+            parts.append(part)
+    toc["parts"] = parts
+    return toc
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -297,9 +314,14 @@ def build_student(root: Path = ROOT, out: Path = STUDENT_DIR, cache_path: Path =
         if old.exists():
             shutil.rmtree(old)
 
+    toc_path = out / "_toc.yml"
+    toc_path.write_text(
+        "# Made by tools/editions.py from _toc.yml for the student edition; do not edit.\n"
+        + yaml.safe_dump(student_toc(yaml.safe_load((root / "_toc.yml").read_text(
+            encoding="utf-8"))), sort_keys=False, allow_unicode=True), encoding="utf-8")
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = [str(jupyter_book if jupyter_book.exists() else shutil.which("jupyter-book")),
-               "build", str(root), "--all", "--config", str(config_path),
+               "build", str(root), "--all", "--config", str(config_path), "--toc", str(toc_path),
                "--path-output", str(out)]
     log_path = out / "book.log"
     env = {**os.environ, "LMCORE_BOOK_BUILD": "1"}
