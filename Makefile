@@ -63,6 +63,7 @@ book: env
 # (and stored) now. LMCORE_BOOK_BUILD=1: plotly figures use the site's one plotly.js.
 site: env $(PLAYGROUND)
 	$(PY) tools/build_glossary.py --check
+	$(PY) tools/build_course.py --check
 	mkdir -p _build
 	LMCORE_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . --all 2>&1 | tee _build/book.log
 	@if grep -n "WARNING" _build/book.log | grep -v "IPKernelApp"; then \
