@@ -40,6 +40,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import booktoc
 import editions
 
 READER = ROOT / "_build" / "html"
@@ -47,7 +48,7 @@ STUDENT = ROOT / "_build" / "student" / "html"
 DOWNLOADS = READER / "downloads"
 CHAPTERS = [p for p in editions.chapter_notebooks(ROOT) if p.suffix == ".ipynb"]
 # every page of the book: the text that is not a solution
-PAGES = [page for name in editions.toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+PAGES = [page for name in booktoc.toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
          for page in (ROOT / f"{name}.ipynb", ROOT / f"{name}.md", ROOT / name) if page.is_file()]
 MIN_CHARS = 25  # a shorter line may well be written elsewhere too
 
@@ -797,8 +798,8 @@ def test_download_zips_are_up_to_date(tmp_path):
 def test_student_toc_leaves_out_the_instructors_pages_only():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     student = editions.student_toc(toc)
-    assert "course" in editions.toc_files(toc)  # the reader edition has the course page
-    assert editions.toc_files(student) == [f for f in editions.toc_files(toc) if f != "course"]
+    assert "course" in booktoc.toc_files(toc)  # the reader edition has the course page
+    assert booktoc.toc_files(student) == [f for f in booktoc.toc_files(toc) if f != "course"]
     assert "Teach with it" not in [p["caption"] for p in student["parts"]]  # no empty part
 
 

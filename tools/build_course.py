@@ -32,8 +32,8 @@ from pathlib import Path
 
 import nbformat
 import yaml
+from booktoc import ROOT, chapter_notebooks
 
-ROOT = Path(__file__).resolve().parent.parent
 COURSE = ROOT / "course.md"
 README = ROOT / "README.md"
 ASSIGNMENTS = ROOT / "assignments"
@@ -193,19 +193,8 @@ def readme_seconds() -> dict[str, int]:
 
 
 def toc_chapters() -> list[Path]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = []
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return [ROOT / f"{f}.ipynb" for f in files if f.startswith("chapters/")]
+    """The chapters' notebooks in reading order."""
+    return [p for p in chapter_notebooks(ROOT) if p.parent == ROOT / "chapters"]
 
 
 def chapters() -> list[Chapter]:

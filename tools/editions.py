@@ -42,8 +42,8 @@ import time
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "_build" / ".jupyter_cache"
+from booktoc import CACHE, ROOT, chapter_notebooks, uncached_notebooks, without
+
 STUDENT_DIR = ROOT / "_build" / "student"
 SOLUTION_TAG = "solution"
 STUDENT_TITLE = "Student edition"
@@ -169,50 +169,6 @@ def student_notebook(nb):
 # ---------------------------------------------------------------------------------------
 # The book's chapters
 
-def toc_files(entry) -> list[str]:
-    """Every file a ``_toc.yml`` (or a part of it) names, in order, without suffixes."""
-    if isinstance(entry, dict):
-        found = [entry["file"]] if "file" in entry else []
-        for key in ("root", "parts", "chapters", "sections"):
-            value = entry.get(key)
-            if isinstance(value, str):
-                found.append(value)
-            elif isinstance(value, list):
-                for item in value:
-                    found.extend(toc_files(item))
-        return found
-    return []
-
-
-def chapter_notebooks(root: Path = ROOT) -> list[Path]:
-    """The notebooks of ``_toc.yml``, in reading order."""
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    paths = [root / (f + ".ipynb") if not f.endswith(".ipynb") else root / f
-             for f in toc_files(toc)]
-    return [p for p in paths if p.is_file()]
-
-
-def uncached_notebooks(notebooks: list[Path], cache_path: Path = CACHE) -> list[Path]:
-    """The notebooks that myst-nb would not find executed in the jupyter-cache at cache_path
-    (the lookup myst-nb's ``execute_notebooks: cache`` makes)."""
-    import nbformat
-
-    if not (cache_path / "global.db").is_file():
-        return list(notebooks)
-    from jupyter_cache import get_cache
-
-    cache = get_cache(str(cache_path))
-    missing = []
-    for path in notebooks:
-        try:
-            cache.match_cache_notebook(nbformat.read(path, as_version=4))
-        except KeyError:
-            missing.append(path)
-    return missing
-
-
 def _check_solution_tags(notebooks: list[Path]) -> None:
     """The student edition removes code cells tagged solution; any other cell so tagged
     would stay on its page (myst-nb keeps no tags of markdown cells)."""
@@ -263,15 +219,7 @@ def student_config(config: dict, root: Path = ROOT, cache_path: Path = CACHE) ->
 def student_toc(toc: dict) -> dict:
     """The reader's table of contents without the instructors' pages (INSTRUCTOR_PAGES):
     the course page links the PDF and notebooks with solutions, which this edition lacks."""
-    toc = copy.deepcopy(toc)
-    parts = []
-    for part in toc.get("parts", []):
-        part["chapters"] = [c for c in part.get("chapters", [])
-                            if c.get("file") not in INSTRUCTOR_PAGES]
-        if part["chapters"]:
-            parts.append(part)
-    toc["parts"] = parts
-    return toc
+    return without(toc, INSTRUCTOR_PAGES)
 
 
 def _stop(process: subprocess.Popen) -> None:

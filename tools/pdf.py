@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import nbformat
+import booktoc
 import yaml
+from booktoc import CACHE, ROOT, toc_files, without
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "_build" / ".jupyter_cache"
 WORK = ROOT / "_build" / "pdf"  # the generated configuration, the log and the single page
 HTML = WORK / "_build" / "singlehtml"
 DEFAULT_OUT = ROOT / "_build" / "html" / "downloads" / "how-language-models-compute.pdf"
@@ -75,53 +74,16 @@ class PdfError(RuntimeError):
     pass
 
 
-def toc_files(toc: dict) -> list[str]:
-    """Every ``file`` of a jb-book table of contents, the root first, in reading order."""
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
-
-
 def print_toc(toc: dict) -> dict:
     """The table of contents without the WEB_ONLY pages (and without parts left empty)."""
-    toc = yaml.safe_load(yaml.safe_dump(toc))  # a deep copy
-    parts = []
-    for part in toc.get("parts", []):
-        part["chapters"] = [c for c in part.get("chapters", []) if c.get("file") not in WEB_ONLY]
-        if part["chapters"]:
-            parts.append(part)
-    toc["parts"] = parts
-    return toc
+    return without(toc, WEB_ONLY)
 
 
 def uncached_notebooks(files: list[str], cache_path: Path, root: Path = ROOT) -> list[str]:
     """The notebooks among ``files`` (paths under ``root`` without ``.ipynb``) for which the
-    cache holds no execution of their code, as myst-nb matches them (``execute_notebooks:
-    cache``)."""
-    from jupyter_cache import get_cache
-
-    notebooks = [f for f in files if (root / f"{f}.ipynb").exists()]
-    if not notebooks:
-        return []
-    if not (cache_path / "global.db").exists():
-        return notebooks
-    cache = get_cache(str(cache_path))
-    missing = []
-    for name in notebooks:
-        try:
-            cache.match_cache_notebook(nbformat.read(root / f"{name}.ipynb", as_version=4))
-        except KeyError:
-            missing.append(name)
-    return missing
+    cache holds no execution of their code, as myst-nb matches them."""
+    notebooks = {root / f"{f}.ipynb": f for f in files if (root / f"{f}.ipynb").exists()}
+    return [notebooks[p] for p in booktoc.uncached_notebooks(list(notebooks), cache_path)]
 
 
 def print_config(cache_path: Path) -> dict:

@@ -40,8 +40,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "_build" / ".jupyter_cache"
+import booktoc
+from booktoc import CACHE, ROOT
+
 OUT = ROOT / "_build" / "slides"
 SITE_STATIC = ROOT / "site_static"  # the site's _static/ (vendor/ filled by tools/vendor_js.py)
 TEMPLATE = ROOT / "tools" / "slides_template"
@@ -549,27 +550,7 @@ def _code_cells(cell, tags: set, given) -> list:
 
 def toc_files() -> list[Path]:
     """The book's source files in reading order (_toc.yml)."""
-    import yaml
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    names = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                names.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    files = []
-    for name in names:
-        for suffix in (".ipynb", ".md"):
-            if (ROOT / (name + suffix)).is_file():
-                files.append(ROOT / (name + suffix))
-                break
-    return files
+    return booktoc.source_files(ROOT)
 
 
 def exercise_numbers(files: list[Path]) -> dict:

@@ -16,6 +16,7 @@ is done here, and only then (in the reader edition this extension does nothing):
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from sphinx.transforms import SphinxTransform
@@ -87,7 +88,10 @@ def _download_student_notebook(app, pagename, templatename, context, doctree) ->
 
 def _editions():
     """tools/editions.py (one directory up), for its student_notebook."""
-    path = Path(__file__).resolve().parent.parent / "editions.py"
+    tools = Path(__file__).resolve().parent.parent
+    if str(tools) not in sys.path:
+        sys.path.append(str(tools))  # editions.py imports booktoc.py beside it
+    path = tools / "editions.py"
     spec = importlib.util.spec_from_file_location("lmcore_book_editions", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
