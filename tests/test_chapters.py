@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import booktoc
 import build_glossary
 import new_chapter
 
@@ -181,14 +182,7 @@ def _shown_text(output):
 
 def executed(path):
     """The executed notebook make test stored for the book build, or None."""
-    from jupyter_cache import get_cache
-
-    if not (CACHE / "global.db").exists():
-        return None
-    try:
-        return get_cache(str(CACHE)).merge_match_into_notebook(nbformat.read(path, as_version=4))[1]
-    except KeyError:
-        return None
+    return booktoc.executed_notebook(path, CACHE)
 
 
 @pytest.mark.executed

@@ -152,15 +152,7 @@ def shown_text(output) -> str:
 def executed(path: Path):
     """The executed notebook make test stored for the book build, or None (do not change
     it: it is shared)."""
-    from jupyter_cache import get_cache
-
-    if not (editions.CACHE / "global.db").is_file():
-        return None
-    try:
-        return get_cache(str(editions.CACHE)).merge_match_into_notebook(
-            nbformat.read(path, as_version=4))[1]
-    except KeyError:
-        return None
+    return booktoc.executed_notebook(path, editions.CACHE)
 
 
 def _long(runs) -> list[str]:

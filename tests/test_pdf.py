@@ -27,6 +27,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import booktoc
 import pdf  # tools/ is not a package: imported from its folder
 
 sys.path.remove(str(ROOT / "tools"))
@@ -212,19 +213,15 @@ def test_no_raw_tex_or_myst_in_the_printed_text(reader, chapter_pages):
 
 def _cached_outputs() -> dict:
     """Counts over the executed chapters in the cache: plotly figures, widget views."""
-    from jupyter_cache import get_cache
-
-    cache = get_cache(str(pdf.CACHE))
     counts = {"figures": 0, "widgets": 0}
     for chapter in CHAPTERS:
-        try:
-            record = cache.match_cache_notebook(nbformat.read(ROOT / f"{chapter}.ipynb", as_version=4))
-        except KeyError:
+        nb = booktoc.executed_notebook(ROOT / f"{chapter}.ipynb", pdf.CACHE)
+        if nb is None:
             message = f"{chapter} is not in the execution cache {pdf.CACHE} (make test fills it)"
             if os.environ.get("LMCORE_REQUIRE_SITE") == "1":
                 pytest.fail(message)
             pytest.skip(message)
-        for cell in cache.get_cache_bundle(record.pk).nb.cells:
+        for cell in nb.cells:
             for output in cell.get("outputs", []):
                 data = output.get("data", {})
                 counts["figures"] += ("plotly-graph-div" in data.get("text/html", "")

@@ -34,15 +34,22 @@ import io
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from pathlib import Path
 
-from booktoc import CACHE, ROOT, chapter_notebooks, uncached_notebooks, without
+from booktoc import (
+    CACHE,
+    ROOT,
+    BuildError,
+    build_from_cache,
+    cached_config,
+    chapter_notebooks,
+    load_toc,
+    uncached_notebooks,
+    without,
+)
 
 STUDENT_DIR = ROOT / "_build" / "student"
 SOLUTION_TAG = "solution"
@@ -50,9 +57,6 @@ STUDENT_TITLE = "Student edition"
 # Directives whose body is literal text: a "{solution}" line in them is an example, not one.
 LITERAL_DIRECTIVES = {"code", "code-block", "code-cell", "sourcecode", "literalinclude",
                       "math", "raw", "eval-rst", "csv-table"}
-# The only WARNING line a build may log (the kernel's own, printed when a chapter executes).
-ALLOWED_WARNING = "[IPKernelApp] WARNING"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed: the same chapters give the same zip, byte for byte
 
 
@@ -190,26 +194,21 @@ INSTRUCTOR_PAGES = ("course",)
 
 def student_config(config: dict, root: Path = ROOT, cache_path: Path = CACHE) -> dict:
     """The student edition's Jupyter Book configuration, made from the reader's."""
-    config = copy.deepcopy(config)
-    config["title"] = f"{config.get('title') or 'The book'} — {STUDENT_TITLE}"
-    execute = config.setdefault("execute", {})
-    if execute.get("execute_notebooks", "auto") != "cache":
+    if config.get("execute", {}).get("execute_notebooks", "auto") != "cache":
         raise SystemExit("editions.py: _config.yml must read the executed chapters from the "
                          "cache (execute: execute_notebooks: cache)")
-    execute["cache"] = str(cache_path.resolve())
+    config = cached_config(config, root, cache_path)
+    config["title"] = f"{config.get('title') or 'The book'} — {STUDENT_TITLE}"
     # Colab/Binder buttons open the repository's notebooks, with their solutions.
     config.pop("launch_buttons", None)
     html = config.setdefault("html", {})
     html["announcement"] = (f"{STUDENT_TITLE}: the exercises without their solutions.")
-    sphinx = config.setdefault("sphinx", {})
+    sphinx = config["sphinx"]
     if "sphinx_exercise" not in (sphinx.get("extra_extensions") or []):
         raise SystemExit("editions.py: sphinx_exercise is not in _config.yml's "
                          "sphinx: extra_extensions; the student edition needs it")
-    # Jupyter Book reads local extension paths relative to the config file: make them absolute.
-    local = {name: str((root / path).resolve())
-             for name, path in (sphinx.get("local_extensions") or {}).items()}
-    local.setdefault("student_edition", str((root / "tools" / "sphinx").resolve()))
-    sphinx["local_extensions"] = local
+    sphinx["local_extensions"].setdefault("student_edition",
+                                          str((root / "tools" / "sphinx").resolve()))
     settings = sphinx.setdefault("config", {})
     settings["hide_solutions"] = True
     settings["html_copy_source"] = False  # _sources/ would hand out every solution
@@ -220,19 +219,6 @@ def student_toc(toc: dict) -> dict:
     """The reader's table of contents without the instructors' pages (INSTRUCTOR_PAGES):
     the course page links the PDF and notebooks with solutions, which this edition lacks."""
     return without(toc, INSTRUCTOR_PAGES)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """End the build and the kernel it started (its own process group)."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
 
 
 def build_student(root: Path = ROOT, out: Path = STUDENT_DIR, cache_path: Path = CACHE,
@@ -249,59 +235,21 @@ def build_student(root: Path = ROOT, out: Path = STUDENT_DIR, cache_path: Path =
             "edition never executes a chapter): "
             + ", ".join(str(p.relative_to(root)) for p in missing))
 
-    out.mkdir(parents=True, exist_ok=True)
     config = student_config(yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8")),
                             root, cache_path)
-    config_path = out / "_config.yml"
-    config_path.write_text(
-        "# Made by tools/editions.py from _config.yml for the student edition; do not edit.\n"
-        + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    toc = student_toc(load_toc(root))
     html = out / "html"
     staged = out / "_build" / "html"  # jupyter-book writes under <path-output>/_build
     for old in (html, staged):
         if old.exists():
             shutil.rmtree(old)
-
-    toc_path = out / "_toc.yml"
-    toc_path.write_text(
-        "# Made by tools/editions.py from _toc.yml for the student edition; do not edit.\n"
-        + yaml.safe_dump(student_toc(yaml.safe_load((root / "_toc.yml").read_text(
-            encoding="utf-8"))), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    command = [str(jupyter_book if jupyter_book.exists() else shutil.which("jupyter-book")),
-               "build", str(root), "--all", "--config", str(config_path), "--toc", str(toc_path),
-               "--path-output", str(out)]
     log_path = out / "book.log"
-    env = {**os.environ, "LMCORE_BOOK_BUILD": "1"}
-    start = time.perf_counter()
-    executed = None
-    with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                   start_new_session=True)
-        for line in process.stdout:
-            log.write(line)
-            sys.stdout.write(line)
-            if "Executing notebook" in line:
-                executed = ANSI.sub("", line).strip()
-                _stop(process)
-                break
-        process.stdout.close()
-        code = process.wait()
-    seconds = time.perf_counter() - start
-    if executed:
-        raise SystemExit(f"editions.py: the student build started executing a chapter "
-                         f"({executed}); it must read every chapter from {cache_path}. "
-                         f"Stopped; log: {log_path}")
-    if code != 0:
-        raise SystemExit(f"editions.py: jupyter-book failed (exit {code}); log: {log_path}")
-    warnings = [ANSI.sub("", line).rstrip() for line in
-                log_path.read_text(encoding="utf-8").splitlines()
-                if "WARNING" in line and ALLOWED_WARNING not in line]
-    if warnings and not allow_warnings:
-        raise SystemExit("editions.py: the student build logged warnings (the build must be "
-                         f"warning-free; what it built is in {staged}):\n  "
-                         + "\n  ".join(warnings))
+    try:
+        seconds = build_from_cache(config, toc, out, log_path, root=root, echo=True,
+                                   env={"LMCORE_BOOK_BUILD": "1"},
+                                   allow_warnings=allow_warnings)
+    except BuildError as error:
+        raise SystemExit(f"editions.py: the student edition: {error}") from None
     os.replace(staged, html)
     # what is left there (doctrees, executed notebooks with their solutions) is not needed
     shutil.rmtree(out / "_build", ignore_errors=True)

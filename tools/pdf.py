@@ -25,7 +25,6 @@ import os
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,17 +88,12 @@ def uncached_notebooks(files: list[str], cache_path: Path, root: Path = ROOT) ->
 def print_config(cache_path: Path) -> dict:
     """``_config.yml`` for the single-page build: the cache named explicitly (Jupyter Book
     would otherwise use one under the output folder), paths made absolute."""
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    execute = config.setdefault("execute", {})
-    execute["execute_notebooks"] = "cache"
-    execute["cache"] = str(cache_path)
-    sphinx = config.setdefault("sphinx", {})
-    sphinx.setdefault("config", {})["nb_execution_cache_path"] = str(cache_path)
-    # local extensions are found relative to the configuration file: it now lives in WORK
-    local = {name: str((ROOT / path).resolve())
-             for name, path in (sphinx.get("local_extensions") or {}).items()}
-    local["pdf"] = str(Path(__file__).resolve().parent)  # this file: setup() below
-    sphinx["local_extensions"] = local
+    config = booktoc.cached_config(yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8")),
+                                   ROOT, cache_path)
+    config["execute"]["execute_notebooks"] = "cache"
+    sphinx = config["sphinx"]
+    sphinx.setdefault("config", {})["nb_execution_cache_path"] = config["execute"]["cache"]
+    sphinx["local_extensions"]["pdf"] = str(Path(__file__).resolve().parent)  # setup() below
     # The single page sits at the site's root, not one level below it as a chapter does.
     widgets_js = sphinx["config"].get("nb_ipywidgets_js") or {}
     for attributes in widgets_js.values():
@@ -115,35 +109,18 @@ def print_config(cache_path: Path) -> dict:
 
 def build_single_page(log_path: Path) -> Path:
     """Run the singlehtml build; return the page. Raise PdfError if it would execute."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    toc = print_toc(toc)
+    toc = print_toc(booktoc.load_toc())
     missing = uncached_notebooks(toc_files(toc), CACHE)
     if missing:
         raise PdfError(
             f"not in the execution cache {CACHE}: {', '.join(missing)}. "
             "tools/pdf.py never executes a chapter: run `make test` (or `make book`) first, "
             "which executes each chapter once and stores it there.")
-    WORK.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(HTML, ignore_errors=True)
-    config_file, toc_file = WORK / "_config.yml", WORK / "_toc.yml"
-    config_file.write_text(yaml.safe_dump(print_config(CACHE), allow_unicode=True, sort_keys=False),
-                           encoding="utf-8")
-    toc_file.write_text(yaml.safe_dump(toc, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(jupyter_book if jupyter_book.exists() else shutil.which("jupyter-book")),
-           "build", str(ROOT), "--all", "--builder", "singlehtml", "--path-output", str(WORK),
-           "--config", str(config_file), "--toc", str(toc_file)]
-    proc = subprocess.run(cmd, check=False, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    log_path.write_text(proc.stdout, encoding="utf-8")
-    if "Executing notebook" in proc.stdout:
-        raise PdfError(f"the singlehtml build executed a chapter (see {log_path}); it must read "
-                       "every chapter from the cache")
-    warnings = [line for line in proc.stdout.splitlines()
-                if "WARNING" in line and "[IPKernelApp]" not in line]
-    if proc.returncode != 0 or warnings:
-        raise PdfError(f"the singlehtml build failed (exit {proc.returncode}); "
-                       f"log {log_path}:\n" + "\n".join(warnings or proc.stdout.splitlines()[-30:]))
+    try:
+        booktoc.build_from_cache(print_config(CACHE), toc, WORK, log_path, builder="singlehtml")
+    except booktoc.BuildError as error:
+        raise PdfError(f"the singlehtml build: {error}") from None
     page = HTML / f"{toc['root']}.html"
     if not page.exists():
         raise PdfError(f"the singlehtml build wrote no {page}")

@@ -448,25 +448,23 @@ class Chapter:
 
 def executed_notebook(path: Path, cache_path: Path):
     """The chapter as stored (prose) with the outputs of its execution in the cache."""
-    import nbformat
     from jupyter_cache import get_cache
 
     path = Path(path).resolve()
-    nb = nbformat.read(path, as_version=4)
     if not (cache_path / "global.db").is_file():
         raise SlidesError(f"no execution cache at {cache_path}: run `make test` first (it "
                           "executes every chapter once and stores it there)")
-    cache = get_cache(str(cache_path))
-    try:
-        return cache.merge_match_into_notebook(nb)[1]
-    except KeyError:
-        older = [r for r in cache.list_cache_records() if Path(r.uri).resolve() == path]
+    nb = booktoc.executed_notebook(path, cache_path)
+    if nb is None:
+        older = [r for r in get_cache(str(cache_path)).list_cache_records()
+                 if Path(r.uri).resolve() == path]
         hint = (f"; the cache holds {len(older)} execution(s) of an older version of it"
                 if older else "")
         raise SlidesError(
             f"{_rel(path)}: no execution in {_rel(cache_path)} matches its current code{hint}."
             " Run `make test` (or `make book`), which executes each chapter once and stores it"
-            " there; the slides never execute a chapter.") from None
+            " there; the slides never execute a chapter.")
+    return nb
 
 
 def glue_data(nb) -> dict:
